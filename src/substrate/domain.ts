@@ -1,0 +1,601 @@
+/**
+ * The domain: one shared control region that every thread of a process attaches.
+ *
+ * It holds what the kernel keeps in global state: the context counter, a name table, the table
+ * of threads that take part (each with a mailbox), and a slab of fixed-size records in which
+ * every shared object (fence, callback node, ...) keeps its state. A record is named by a
+ * (slot, generation) pair: the generation changes when the slot is freed, so a handle that
+ * outlives its object is recognised as stale instead of reaching the slot's next tenant (the
+ * role RCU and reference counts play for kernel pointers).
+ *
+ * Every worker reaches the same domain: the main thread (or the first worker that has none)
+ * creates it and publishes it with `setEnvironmentData`, so workers started later inherit it;
+ * a worker started earlier attaches it from the first shared object it imports.
+ *
+ * @module
+ */
+import {
+  getEnvironmentData,
+  isMainThread,
+  setEnvironmentData,
+  threadId,
+} from 'node:worker_threads';
+import { type RegionDescriptor, type SharedRegion, sabBackend } from './backend.js';
+import { DmaBufError } from './errno.js';
+import { lockWord, unlockWord } from './lock.js';
+
+const MAGIC = 0x646d6162; // "dmab"
+const VERSION = 1;
+const ENV_KEY = 'dmabuf:domain';
+
+// Header words.
+const H_MAGIC = 0;
+const H_VERSION = 1;
+const H_ID = 2;
+const H_SLAB_LOCK = 3;
+const H_FREE_HEAD = 4;
+const H_BUMP = 5;
+const H_LIVE = 6;
+const H_THREAD_LOCK = 7;
+const H_NAMES_LOCK = 8;
+const H_NAMES_USED = 9;
+/** First word of the 64-bit context counter (i64 index H_CONTEXT / 2). */
+const H_CONTEXT = 16;
+/** Words 32..63 are free for objects that need one global word (see {@linkcode Domain.globalWord}). */
+const H_GLOBALS = 32;
+const H_GLOBALS_END = 64;
+
+// Name table: length-prefixed UTF-8 strings, named by their word offset in the table.
+const NAMES_BASE = 64;
+const NAMES_WORDS = 16384;
+/** Longest name we store, in UTF-8 bytes (the kernel's names are short strings too). */
+export const MAX_NAME_BYTES = 64;
+
+// Thread table.
+/** How many threads can take part in one domain at once. */
+export const MAX_THREADS = 256;
+const THREADS_BASE = NAMES_BASE + NAMES_WORDS;
+const T_WORDS = 8;
+const T_STATE = 0;
+const T_TID = 1;
+const T_LOCK = 2;
+const T_HEAD = 3;
+const T_TAIL = 4;
+const T_DOORBELL = 5;
+const T_OVERFLOW = 6;
+/** Number of callbacks the thread has pending (lets a broadcast skip idle threads). */
+const T_PENDING = 7;
+const RING = 256;
+const ENTRY_WORDS = 3;
+const RINGS_BASE = THREADS_BASE + MAX_THREADS * T_WORDS;
+const RECORDS_BASE = RINGS_BASE + MAX_THREADS * RING * ENTRY_WORDS;
+
+/** Size of one record in 32-bit words (96 bytes; 8-byte aligned for 64-bit fields). */
+export const RECORD_WORDS = 24;
+const INITIAL_RECORDS = 4096;
+const REFILL = 64;
+const CACHE_HIGH = 512;
+const MAX_BYTES = 1 << 30;
+
+// Common record words (the rest belong to the object that owns the record).
+/** Word 0: record type in bits 24..27, object flags in the low bits. */
+export const R_FLAGS = 0;
+/** Word 1: generation; changes every time the slot is freed. Never 0 for a live record. */
+export const R_GEN = 1;
+/** Word 2: reference count. */
+export const R_REF = 2;
+/** Word 3: next free slot while the record is free (objects may reuse it while live). */
+const R_NEXT = 3;
+
+/** Record types (bits 24..27 of the flags word). */
+export const RecordType = {
+  FREE: 0,
+  FENCE: 1,
+  NODE: 2,
+  EXT: 3,
+} as const;
+export type RecordType = (typeof RecordType)[keyof typeof RecordType];
+export const TYPE_SHIFT = 24;
+export const TYPE_MASK = 0xf << TYPE_SHIFT;
+
+/** Mailbox message kinds. */
+export const Mail = {
+  /** A fence with callbacks of the receiving thread has signalled. */
+  CALLBACK: 1,
+  /** The owner must run the fence's enableSignaling op. */
+  ENABLE: 2,
+  /** The owner must deliver a deadline hint. */
+  DEADLINE: 3,
+  /** The owner must run the fence's release op. */
+  RELEASE: 4,
+} as const;
+export type MailHandler = (slot: number, gen: number) => void;
+
+/** A message that attaches a domain in another thread. */
+export interface DomainDescriptor {
+  readonly id: number;
+  readonly region: RegionDescriptor;
+}
+
+/**
+ * One attached domain. Each thread has its own `Domain` object over the same shared region.
+ */
+export class Domain {
+  readonly region: SharedRegion;
+  /** Views of the region; replaced when it grows (read them after `base()`). */
+  i32: Int32Array;
+  i64: BigInt64Array;
+  readonly id: number;
+  #cache: number[] = [];
+  #threadIndex = -1;
+  #handlers = new Map<number, MailHandler>();
+  #overflowHandlers: (() => void)[] = [];
+  #listening = false;
+  #nameCache = new Map<string, number>();
+  #nameById = new Map<number, string>();
+
+  private constructor(region: SharedRegion) {
+    this.region = region;
+    this.i32 = region.i32;
+    this.i64 = region.i64;
+    if (
+      Atomics.load(this.i32, H_MAGIC) !== MAGIC ||
+      Atomics.load(this.i32, H_VERSION) !== VERSION
+    ) {
+      throw new DmaBufError('EINVAL', 'not a dmabuf domain region (bad magic or version)');
+    }
+    this.id = Atomics.load(this.i32, H_ID);
+  }
+
+  /** Creates a fresh domain region. */
+  static create(): Domain {
+    const bytes = RECORDS_BASE * 4 + INITIAL_RECORDS * RECORD_WORDS * 4;
+    const region = sabBackend.createRegion(bytes, MAX_BYTES);
+    const i32 = region.i32;
+    Atomics.store(i32, H_ID, (Math.random() * 0x7fffffff) | 1);
+    Atomics.store(i32, H_FREE_HEAD, -1);
+    Atomics.store(i32, H_BUMP, 0);
+    // Context 0 is reserved for stub fences: the counter starts at 1.
+    Atomics.store(region.i64, H_CONTEXT / 2, 1n);
+    Atomics.store(i32, H_VERSION, VERSION);
+    Atomics.store(i32, H_MAGIC, MAGIC);
+    return new Domain(region);
+  }
+
+  /** Attaches a domain described by another thread. */
+  static attach(desc: DomainDescriptor): Domain {
+    const d = new Domain(sabBackend.attachRegion(desc.region));
+    if (d.id !== desc.id)
+      throw new DmaBufError('EINVAL', 'domain descriptor does not match its region');
+    return d;
+  }
+
+  /** What another thread needs to attach this domain. */
+  descriptor(): DomainDescriptor {
+    return { id: this.id, region: this.region.descriptor() };
+  }
+
+  // ---- contexts -------------------------------------------------------------------------
+
+  /** Allocates `num` consecutive contexts from the shared counter and returns the first. */
+  allocContexts(num: number): bigint {
+    return Atomics.add(this.i64, H_CONTEXT / 2, BigInt(num));
+  }
+
+  /** The index of a free global word (H_GLOBALS..H_GLOBALS_END) by fixed assignment. */
+  globalWord(n: number): number {
+    const w = H_GLOBALS + n;
+    if (w >= H_GLOBALS_END) throw new RangeError('global word out of range');
+    return w;
+  }
+
+  // ---- record slab ----------------------------------------------------------------------
+
+  /**
+   * Word index of record `slot`. Refreshes this thread's views when the record lies past them
+   * (another thread grew the region), so read `i32`/`i64` after calling it.
+   */
+  base(slot: number): number {
+    const w = RECORDS_BASE + slot * RECORD_WORDS;
+    if (w + RECORD_WORDS > this.i32.length) this.#refresh();
+    return w;
+  }
+
+  /** Index of the record's first 64-bit word in `i64` (refreshes like `base`). */
+  base64(slot: number): number {
+    return this.base(slot) >> 1;
+  }
+
+  #refresh(): void {
+    this.region.refresh();
+    this.i32 = this.region.i32;
+    this.i64 = this.region.i64;
+  }
+
+  /** Number of live records (for leak checks). */
+  liveRecords(): number {
+    return Atomics.load(this.i32, H_LIVE);
+  }
+
+  /**
+   * Allocates a zeroed record of `type` with reference count 1 and returns its slot; its
+   * generation is `gen(slot)`.
+   *
+   * @throws {DmaBufError} ENOMEM when the region cannot grow any more.
+   */
+  alloc(type: RecordType): number {
+    let slot = this.#cache.pop();
+    if (slot === undefined) {
+      this.#refill();
+      slot = this.#cache.pop();
+      if (slot === undefined) throw new DmaBufError('ENOMEM', 'shared record region is full');
+    }
+    const b = this.base(slot);
+    const i32 = this.i32;
+    // Plain stores: the record is private to this thread until it is published.
+    i32.fill(0, b + 3, b + RECORD_WORDS);
+    i32[b + R_REF] = 1;
+    i32[b + R_FLAGS] = type << TYPE_SHIFT;
+    Atomics.add(i32, H_LIVE, 1);
+    return slot;
+  }
+
+  /** Frees a record: its generation moves on, so every handle to it becomes stale. */
+  free(slot: number): void {
+    const b = this.base(slot);
+    this.i32[b + R_FLAGS] = 0;
+    this.i32[b + R_REF] = 0;
+    // The generation moves on last, atomically: that is what makes old handles stale.
+    if (Atomics.add(this.i32, b + R_GEN, 1) === 0x7fffffff) Atomics.store(this.i32, b + R_GEN, 1);
+    Atomics.sub(this.i32, H_LIVE, 1);
+    this.#cache.push(slot);
+    if (this.#cache.length > CACHE_HIGH) this.#drain(CACHE_HIGH / 2);
+  }
+
+  /** Current generation of a slot. */
+  gen(slot: number): number {
+    return Atomics.load(this.i32, this.base(slot) + R_GEN);
+  }
+
+  /** True when (slot, gen) names a live record of `type`. */
+  isLive(slot: number, gen: number, type: RecordType): boolean {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= Atomics.load(this.i32, H_BUMP)) return false;
+    const b = this.base(slot);
+    return (
+      Atomics.load(this.i32, b + R_GEN) === gen &&
+      (Atomics.load(this.i32, b + R_FLAGS) & TYPE_MASK) >>> TYPE_SHIFT === type &&
+      Atomics.load(this.i32, b + R_REF) > 0
+    );
+  }
+
+  /**
+   * Takes a reference on (slot, gen) unless the object is gone (refcount 0 or slot reused): the
+   * `kref_get_unless_zero` + generation re-check that stands in for `get_rcu_safe`.
+   */
+  tryGet(slot: number, gen: number, type: RecordType): boolean {
+    if (!this.isLive(slot, gen, type)) return false;
+    const ref = this.base(slot) + R_REF;
+    for (;;) {
+      const r = Atomics.load(this.i32, ref);
+      if (r <= 0) return false;
+      if (Atomics.compareExchange(this.i32, ref, r, r + 1) === r) break;
+    }
+    if (this.gen(slot) !== gen) {
+      // The slot was freed and reused between the check and the increment: undo.
+      this.put(slot);
+      return false;
+    }
+    return true;
+  }
+
+  /** Adds a reference. */
+  get(slot: number): void {
+    Atomics.add(this.i32, this.base(slot) + R_REF, 1);
+  }
+
+  /** Drops a reference; returns true when it was the last one (the caller releases). */
+  put(slot: number): boolean {
+    const prev = Atomics.sub(this.i32, this.base(slot) + R_REF, 1);
+    if (prev <= 0) throw new DmaBufError('EINVAL', 'reference count underflow');
+    return prev === 1;
+  }
+
+  #refill(): void {
+    lockWord(this.region, H_SLAB_LOCK);
+    try {
+      let head = Atomics.load(this.i32, H_FREE_HEAD);
+      while (head >= 0 && this.#cache.length < REFILL) {
+        this.#cache.push(head);
+        head = Atomics.load(this.i32, this.base(head) + R_NEXT);
+      }
+      Atomics.store(this.i32, H_FREE_HEAD, head);
+      if (this.#cache.length > 0) return;
+      const first = Atomics.load(this.i32, H_BUMP);
+      const want = first + REFILL;
+      const bytes = (RECORDS_BASE + want * RECORD_WORDS) * 4;
+      if (bytes > this.region.byteLength) {
+        const target = Math.min(
+          Math.max(bytes, this.region.byteLength * 2),
+          this.region.maxByteLength,
+        );
+        if (target < bytes || !this.region.grow(target)) return;
+        this.#refresh();
+      }
+      for (let s = want - 1; s >= first; s--) {
+        Atomics.store(this.i32, this.base(s) + R_GEN, 1);
+        this.#cache.push(s);
+      }
+      Atomics.store(this.i32, H_BUMP, want);
+    } finally {
+      unlockWord(this.region, H_SLAB_LOCK);
+    }
+  }
+
+  #drain(n: number): void {
+    lockWord(this.region, H_SLAB_LOCK);
+    try {
+      let head = Atomics.load(this.i32, H_FREE_HEAD);
+      for (let i = 0; i < n; i++) {
+        const s = this.#cache.pop();
+        if (s === undefined) break;
+        Atomics.store(this.i32, this.base(s) + R_NEXT, head);
+        head = s;
+      }
+      Atomics.store(this.i32, H_FREE_HEAD, head);
+    } finally {
+      unlockWord(this.region, H_SLAB_LOCK);
+    }
+  }
+
+  /** Returns this thread's cached free slots to the shared list (at thread exit). */
+  flushCache(): void {
+    this.#drain(this.#cache.length);
+  }
+
+  // ---- names ----------------------------------------------------------------------------
+
+  /**
+   * Interns a name in the shared table and returns its id (stable in every thread).
+   *
+   * @throws {DmaBufError} EINVAL when the name is longer than {@linkcode MAX_NAME_BYTES} bytes;
+   *   ENOSPC when the table is full.
+   */
+  intern(name: string): number {
+    const cached = this.#nameCache.get(name);
+    if (cached !== undefined) return cached;
+    const bytes = Buffer.from(name, 'utf8');
+    if (bytes.length > MAX_NAME_BYTES) {
+      throw new DmaBufError(
+        'EINVAL',
+        `name longer than ${MAX_NAME_BYTES} bytes: ${name.slice(0, 20)}...`,
+      );
+    }
+    lockWord(this.region, H_NAMES_LOCK);
+    try {
+      const used = Atomics.load(this.i32, H_NAMES_USED);
+      for (let off = 0; off < used; ) {
+        const s = this.#readName(off);
+        if (s === name) {
+          this.#remember(name, off);
+          return off;
+        }
+        off += 1 + Math.ceil(Atomics.load(this.i32, NAMES_BASE + off) / 4);
+      }
+      const words = 1 + Math.ceil(bytes.length / 4);
+      if (used + words > NAMES_WORDS) throw new DmaBufError('ENOSPC', 'shared name table is full');
+      const padded = new Uint8Array(Math.ceil(bytes.length / 4) * 4);
+      padded.set(bytes);
+      const w = new Int32Array(padded.buffer);
+      for (let i = 0; i < w.length; i++) Atomics.store(this.i32, NAMES_BASE + used + 1 + i, w[i]!);
+      Atomics.store(this.i32, NAMES_BASE + used, bytes.length);
+      Atomics.store(this.i32, H_NAMES_USED, used + words);
+      this.#remember(name, used);
+      return used;
+    } finally {
+      unlockWord(this.region, H_NAMES_LOCK);
+    }
+  }
+
+  /** The name with id `id`. */
+  name(id: number): string {
+    const cached = this.#nameById.get(id);
+    if (cached !== undefined) return cached;
+    const s = this.#readName(id);
+    this.#remember(s, id);
+    return s;
+  }
+
+  #remember(name: string, id: number): void {
+    this.#nameCache.set(name, id);
+    this.#nameById.set(id, name);
+  }
+
+  #readName(off: number): string {
+    const len = Atomics.load(this.i32, NAMES_BASE + off);
+    const w = new Int32Array(Math.ceil(len / 4));
+    for (let i = 0; i < w.length; i++) w[i] = Atomics.load(this.i32, NAMES_BASE + off + 1 + i);
+    return Buffer.from(w.buffer, 0, len).toString('utf8');
+  }
+
+  // ---- threads and mailboxes --------------------------------------------------------------
+
+  /**
+   * This thread's index in the thread table, registering it on first use. A thread needs one
+   * when another thread must run something here: its fence callbacks or its fence ops.
+   *
+   * @throws {DmaBufError} EMFILE when {@linkcode MAX_THREADS} threads already take part.
+   */
+  threadIndex(): number {
+    if (this.#threadIndex >= 0) return this.#threadIndex;
+    lockWord(this.region, H_THREAD_LOCK);
+    try {
+      for (let t = 0; t < MAX_THREADS; t++) {
+        const b = THREADS_BASE + t * T_WORDS;
+        if (Atomics.load(this.i32, b + T_STATE) === 0) {
+          this.i32.fill(0, b, b + T_WORDS);
+          Atomics.store(this.i32, b + T_TID, threadId);
+          Atomics.store(this.i32, b + T_STATE, 1);
+          this.#threadIndex = t;
+          break;
+        }
+      }
+    } finally {
+      unlockWord(this.region, H_THREAD_LOCK);
+    }
+    if (this.#threadIndex < 0) {
+      throw new DmaBufError('EMFILE', `more than ${MAX_THREADS} threads in one dmabuf domain`);
+    }
+    process.once('exit', () => this.#leave());
+    return this.#threadIndex;
+  }
+
+  /** This thread's index if it has one, else -1 (no registration). */
+  peekThreadIndex(): number {
+    return this.#threadIndex;
+  }
+
+  #leave(): void {
+    const t = this.#threadIndex;
+    if (t < 0) return;
+    this.flushCache();
+    Atomics.store(this.i32, THREADS_BASE + t * T_WORDS + T_STATE, 0);
+    this.#threadIndex = -1;
+  }
+
+  /** Calls `fn` for every registered thread that has callbacks pending (for broadcasts). */
+  forEachThread(fn: (t: number) => void): void {
+    for (let t = 0; t < MAX_THREADS; t++) {
+      const b = THREADS_BASE + t * T_WORDS;
+      if (Atomics.load(this.i32, b + T_STATE) === 1 && Atomics.load(this.i32, b + T_PENDING) > 0)
+        fn(t);
+    }
+  }
+
+  /** Marks whether this thread has callbacks pending (broadcasts skip threads without). */
+  setPending(on: boolean): void {
+    Atomics.store(this.i32, THREADS_BASE + this.threadIndex() * T_WORDS + T_PENDING, on ? 1 : 0);
+  }
+
+  /** Registers the handler for one kind of mailbox message in this thread. */
+  onMail(kind: number, handler: MailHandler): void {
+    this.#handlers.set(kind, handler);
+  }
+
+  /** Registers a handler run when this thread's mailbox overflowed (messages were dropped). */
+  onMailOverflow(handler: () => void): void {
+    this.#overflowHandlers.push(handler);
+  }
+
+  /** Sends a message to thread `t` and rings its doorbell. */
+  post(t: number, kind: number, slot: number, gen: number): void {
+    const b = THREADS_BASE + t * T_WORDS;
+    if (Atomics.load(this.i32, b + T_STATE) !== 1) return;
+    lockWord(this.region, b + T_LOCK);
+    try {
+      const head = Atomics.load(this.i32, b + T_HEAD);
+      const tail = Atomics.load(this.i32, b + T_TAIL);
+      if (tail - head >= RING) {
+        // Nothing is lost: the receiver rescans all its registrations on overflow.
+        Atomics.store(this.i32, b + T_OVERFLOW, 1);
+      } else {
+        const e = RINGS_BASE + (t * RING + (tail % RING)) * ENTRY_WORDS;
+        Atomics.store(this.i32, e, kind);
+        Atomics.store(this.i32, e + 1, slot);
+        Atomics.store(this.i32, e + 2, gen);
+        Atomics.store(this.i32, b + T_TAIL, tail + 1);
+      }
+    } finally {
+      unlockWord(this.region, b + T_LOCK);
+    }
+    Atomics.add(this.i32, b + T_DOORBELL, 1);
+    this.region.notify(b + T_DOORBELL);
+  }
+
+  /** Runs every message waiting in this thread's mailbox. */
+  drainMail(): void {
+    const t = this.#threadIndex;
+    if (t < 0) return;
+    const b = THREADS_BASE + t * T_WORDS;
+    for (;;) {
+      const head = Atomics.load(this.i32, b + T_HEAD);
+      const tail = Atomics.load(this.i32, b + T_TAIL);
+      if (head === tail) break;
+      const e = RINGS_BASE + (t * RING + (head % RING)) * ENTRY_WORDS;
+      const kind = Atomics.load(this.i32, e);
+      const slot = Atomics.load(this.i32, e + 1);
+      const gen = Atomics.load(this.i32, e + 2);
+      Atomics.store(this.i32, b + T_HEAD, head + 1);
+      this.#handlers.get(kind)?.(slot, gen);
+    }
+    if (Atomics.exchange(this.i32, b + T_OVERFLOW, 0) === 1) {
+      for (const h of this.#overflowHandlers) h();
+    }
+  }
+
+  /**
+   * Starts this thread's mailbox listener: an async loop on the doorbell word. It does not keep
+   * the event loop alive by itself; pending waits and callbacks do that (see waiter.ts).
+   */
+  listen(): void {
+    if (this.#listening) return;
+    this.#listening = true;
+    const t = this.threadIndex();
+    const bell = THREADS_BASE + t * T_WORDS + T_DOORBELL;
+    const loop = (): void => {
+      for (;;) {
+        const v = Atomics.load(this.i32, bell);
+        this.drainMail();
+        const r = this.region.waitAsync(bell, v, Number.POSITIVE_INFINITY);
+        if (typeof r !== 'string') {
+          r.then(loop, loop);
+          return;
+        }
+      }
+    };
+    loop();
+  }
+
+  /** The doorbell word of this thread (a sync waiter on several fences sleeps on it). */
+  doorbellWord(): number {
+    return THREADS_BASE + this.threadIndex() * T_WORDS + T_DOORBELL;
+  }
+}
+
+let current: Domain | undefined;
+
+function publish(d: Domain): void {
+  setEnvironmentData(
+    ENV_KEY,
+    d.descriptor() as unknown as Parameters<typeof setEnvironmentData>[1],
+  );
+}
+
+/** The domain of this thread: inherited from the parent thread, or created here. */
+export function domain(): Domain {
+  if (current) return current;
+  const inherited = getEnvironmentData(ENV_KEY) as DomainDescriptor | undefined;
+  current = inherited ? Domain.attach(inherited) : Domain.create();
+  if (!inherited) publish(current);
+  return current;
+}
+
+/**
+ * Makes sure this thread uses the domain `desc` describes (called when a shared object arrives).
+ *
+ * @throws {DmaBufError} EXDEV when this thread already belongs to a different domain: the object
+ *   is foreign here.
+ */
+export function adoptDomain(desc: DomainDescriptor): Domain {
+  if (current) {
+    if (current.id !== desc.id) {
+      throw new DmaBufError('EXDEV', 'object belongs to another dmabuf domain (foreign handle)');
+    }
+    return current;
+  }
+  current = Domain.attach(desc);
+  publish(current);
+  return current;
+}
+
+// The main thread creates the domain up front so that every worker it starts inherits it.
+if (isMainThread) domain();
