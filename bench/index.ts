@@ -45,6 +45,6 @@ const baselineGroup: BenchGroup = {
 };
 
 register(baselineGroup);
-// One line per further group, e.g.: register((await import('./fence.js')).fenceGroup);
+register((await import('./fence.js')).fenceGroup);
 
 process.exitCode = await main();

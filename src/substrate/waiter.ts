@@ -2,10 +2,13 @@
  * The one waiter: every wait in the project goes through here.
  *
  * A synchronous wait first spins on the condition for a bounded time, then sleeps on a shared
- * word until it changes. The spin is adaptive: it grows while waits are satisfied during the
- * spin (a fast peer answers in well under a microsecond, far less than a futex wake) and shrinks
- * when waits outlast it, so a long wait costs little more than sleeping at once
- * (cross-process.md: a spin only pays when it outlasts the other side's answer time).
+ * word until it changes. A fast peer answers in about a microsecond, far less than a futex
+ * wake-up (tens of microseconds on these VMs), so spinning pays when the answer comes within
+ * the spin (cross-process.md: only then). The spin is adaptive on the thread's recent waits: while
+ * they are short enough that a spin could catch them (an average under a few spin budgets; a
+ * sleeping peer's answer included), the thread spins the full budget; when they are long, it
+ * spins only briefly, so a long wait burns almost no CPU and wakes exactly like a raw
+ * `Atomics.wait`, since the wake-up comes after the thread is asleep anyway.
  *
  * An asynchronous wait never blocks the event loop: it sleeps with `Atomics.waitAsync` in
  * bounded slices and holds a ref'd handle while pending, because a bare `waitAsync` does not
@@ -22,20 +25,28 @@ import type { SharedRegion } from './backend.js';
 import { DmaBufError } from './errno.js';
 
 const SPIN_MIN_MS = 0.002;
-const SPIN_MAX_MS = 0.1;
+const SPIN_MAX_MS = 0.05;
+/** Waits averaging longer than this are "long": spin only {@linkcode SPIN_MIN_MS}. */
+const LONG_WAIT_MS = 4 * SPIN_MAX_MS;
 /** Longest single async sleep; bounds how long an abandoned waitAsync lingers in V8. */
 const ASYNC_SLICE_MS = 1000;
 
-let spinMs = 0.05;
+/** Moving average of this thread's recent blocking wait durations, ms. */
+let avgWaitMs = 0;
+let spinLimitMs = SPIN_MAX_MS;
 
 /** Current spin budget in milliseconds (for benchmarks and tests). */
 export function spinBudgetMs(): number {
-  return spinMs;
+  return Math.min(spinLimitMs, avgWaitMs < LONG_WAIT_MS ? SPIN_MAX_MS : SPIN_MIN_MS);
 }
 
-/** Sets the spin budget bounds' current value (tests; 0 disables spinning). */
+/** Caps the spin budget (tests; 0 disables spinning). */
 export function setSpinBudgetMs(ms: number): void {
-  spinMs = ms;
+  spinLimitMs = ms;
+}
+
+function recordWait(ms: number): void {
+  avgWaitMs += (ms - avgWaitMs) / 8;
 }
 
 /** Keeps the event loop alive while asynchronous waits or callbacks are pending. */
@@ -75,16 +86,16 @@ export function waitUntil(target: WaitTarget, done: () => boolean, timeoutMs: nu
   if (!(timeoutMs > 0)) return false;
   const start = performance.now();
   const deadline = start + timeoutMs;
-  const spinEnd = start + Math.min(spinMs, timeoutMs);
-  if (spinMs > 0) {
+  const spin = spinBudgetMs();
+  if (spin > 0) {
+    const spinEnd = start + Math.min(spin, timeoutMs);
     for (let i = 1; ; i++) {
       if (done()) {
-        spinMs = Math.min(SPIN_MAX_MS, spinMs * 1.25);
+        recordWait(performance.now() - start);
         return true;
       }
       if ((i & 15) === 0 && performance.now() >= spinEnd) break;
     }
-    spinMs = Math.max(SPIN_MIN_MS, spinMs / 2);
   }
   const { region, index, sleepers } = target;
   const i32 = region.i32;
@@ -99,6 +110,7 @@ export function waitUntil(target: WaitTarget, done: () => boolean, timeoutMs: nu
     }
   } finally {
     if (sleepers >= 0) Atomics.sub(i32, sleepers, 1);
+    recordWait(performance.now() - start);
   }
 }
 
