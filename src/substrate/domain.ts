@@ -91,8 +91,18 @@ const R_NEXT = 3;
 export const RecordType = {
   FREE: 0,
   FENCE: 1,
+  /** A dependent node on a fence's list (dma-fence.ts). */
   NODE: 2,
+  /** Overflow storage owned by another record (member lists, fence tables). */
   EXT: 3,
+  WW_MUTEX: 4,
+  WW_ACQUIRE_CTX: 5,
+  DMA_RESV: 6,
+  SYNC_FILE: 7,
+  SW_SYNC_TIMELINE: 8,
+  DRM_SYNCOBJ: 9,
+  DMA_BUF: 10,
+  DMA_HEAP: 11,
 } as const;
 export type RecordType = (typeof RecordType)[keyof typeof RecordType];
 export const TYPE_SHIFT = 24;
