@@ -23,7 +23,7 @@ import type { FencePingPongData } from './workers/fence-pingpong.js';
 const worker = new URL('./workers/fence-pingpong.js', import.meta.url);
 
 /** One ping-pong run: returns the pooled one-way latencies (µs) of both sides. */
-async function pingPong(
+export async function pingPong(
   mode: FencePingPongData['mode'],
   hops: number,
   warmup: number,

@@ -148,6 +148,7 @@ export interface DmaFenceWaitOptions {
 
 /** A registered callback (`struct dma_fence_cb`); pass it to `removeCallback`. */
 export interface DmaFenceCb {
+  /** The fence, as a borrowed handle (valid while the fence exists; cannot be disposed). */
   readonly fence: DmaFence;
   readonly func: (fence: DmaFence) => void;
   /** 0 queued, 1 fired, 2 removed. */
@@ -199,6 +200,15 @@ export function registerFenceKind(id: number, hooks: FenceKindHooks): void {
   kinds[id] = hooks;
 }
 
+/** The hooks of the kind in `flags`: none for plain fences and stubs, an error if unloaded. */
+function hooksOf(flags: number): FenceKindHooks | undefined {
+  const kind = (flags & KIND_MASK) >> KIND_SHIFT;
+  if (kind === FenceKindId.PLAIN || kind === FenceKindId.STUB) return undefined;
+  const hooks = kinds[kind];
+  if (!hooks) throw missingKind(`fence kind ${kind}`);
+  return hooks;
+}
+
 /**
  * @internal Work run (in the signalling thread, after the signal completes) when a fence that a
  * dependent node hangs on signals: `(targetSlot, targetGen, arg, sourceSlot)`.
@@ -212,10 +222,25 @@ export type DependentFn = (
 ) => void;
 const dependents: DependentFn[] = [];
 
-/** @internal Registers a dependent kind; returns its id. */
-export function registerDependent(fn: DependentFn): number {
-  dependents.push(fn);
-  return dependents.length - 1;
+/**
+ * @internal Fixed ids of the dependent kinds. They are stored in shared memory and run by
+ * whichever thread signals, so an id must mean the same function in every thread: ids are
+ * assigned here, not in module load order.
+ */
+export const DependentId = { ARRAY: 0, CHAIN: 1 } as const;
+
+/** @internal Registers the function of dependent kind `id`. */
+export function registerDependent(id: number, fn: DependentFn): number {
+  dependents[id] = fn;
+  return id;
+}
+
+/** The message for a thread that meets a container kind whose module it never loaded. */
+function missingKind(what: string): DmaBufError {
+  return new DmaBufError(
+    'ENOSYS',
+    `${what} is not registered in this thread: import 'dmabuf' (or its container modules) here`,
+  );
 }
 
 function getLocal(slot: number, gen: number): LocalFence {
@@ -246,7 +271,7 @@ function ensureMailbox(d: Domain): number {
   const t = d.threadIndex();
   if (!mailboxReady) {
     mailboxReady = true;
-    d.onMail(Mail.CALLBACK, runLocal);
+    d.onMail(Mail.CALLBACK, runLocalMail);
     d.onMail(Mail.ENABLE, runEnableOp);
     d.onMail(Mail.DEADLINE, runDeadlineOp);
     d.onMail(Mail.RELEASE, runReleaseOp);
@@ -262,10 +287,13 @@ function runLocal(slot: number, gen: number): void {
   if (!lf || lf.gen !== gen || lf.cbs.length === 0) return;
   const list = lf.cbs;
   lf.cbs = spare.pop() ?? [];
+  // Callbacks get a borrowed handle (as documented for SharedObject.dispose): the handle that
+  // added them may have been disposed since, e.g. when its release is what signalled the fence.
+  const fence = borrowed(lf, slot);
   const cookie = dmaFenceBeginSignalling();
   try {
-    if (lockdepEnabled()) withNoSleep('dma_fence callback', () => runList(list));
-    else runList(list);
+    if (lockdepEnabled()) withNoSleep('dma_fence callback', () => runList(list, fence));
+    else runList(list, fence);
   } finally {
     dmaFenceEndSignalling(cookie);
     list.length = 0;
@@ -273,13 +301,22 @@ function runLocal(slot: number, gen: number): void {
   }
 }
 
-function runList(list: DmaFenceCb[]): void {
+/** A CALLBACK message: it carries a reference (see postCallback), dropped once handled. */
+function runLocalMail(slot: number, gen: number): void {
+  try {
+    runLocal(slot, gen);
+  } finally {
+    putFence(slot);
+  }
+}
+
+function runList(list: DmaFenceCb[], fence: DmaFence): void {
   for (const cb of list) {
     if (cb.state !== QUEUED) continue;
     cb.state = FIRED;
     settlePending(-1);
     try {
-      cb.func(cb.fence);
+      cb.func(fence);
     } catch (e) {
       // A throwing callback must not stop the others; its error surfaces as uncaught.
       queueMicrotask(() => {
@@ -323,7 +360,9 @@ function runEnableOp(slot: number, gen: number): void {
   const lf = local[slot];
   if (!lf || lf.gen !== gen || !lf.ops || lf.enabled) return;
   lf.enabled = true;
-  if (d.gen(slot) !== gen || (Atomics.load(d.i32, d.base(slot) + F.FLAGS) & SIGNALED) !== 0) return;
+  // Not on a fence already released (reference count 0, its release message still queued).
+  if (!d.isLive(slot, gen, RecordType.FENCE)) return;
+  if ((Atomics.load(d.at32(slot), d.base(slot) + F.FLAGS) & SIGNALED) !== 0) return;
   const ok = lf.ops.enableSignaling ? lf.ops.enableSignaling(borrowed(lf, slot)) : true;
   if (!ok) signalSlot(d, slot, undefined);
 }
@@ -332,8 +371,8 @@ function runDeadlineOp(slot: number, gen: number): void {
   const d = domain();
   const lf = local[slot];
   if (!lf || lf.gen !== gen || !lf.ops?.setDeadline || d.gen(slot) !== gen) return;
-  if ((Atomics.load(d.i32, d.base(slot) + F.FLAGS) & SIGNALED) !== 0) return;
-  lf.ops.setDeadline(borrowed(lf, slot), Atomics.load(d.i64, d.base64(slot) + F.DEADLINE64));
+  if ((Atomics.load(d.at32(slot), d.base(slot) + F.FLAGS) & SIGNALED) !== 0) return;
+  lf.ops.setDeadline(borrowed(lf, slot), Atomics.load(d.at64(slot), d.base64(slot) + F.DEADLINE64));
 }
 
 function runReleaseOp(slot: number, gen: number): void {
@@ -424,13 +463,24 @@ function deliver(d: Domain, slot: number, gen: number, cbt: number): void {
   if (cbt === MULTI) {
     d.forEachThread((t) => {
       if (t === self) runLocal(slot, gen);
-      else d.post(t, Mail.CALLBACK, slot, gen);
+      else postCallback(d, t, slot, gen);
     });
   } else if (cbt - 1 === self) {
     runLocal(slot, gen);
   } else {
-    d.post(cbt - 1, Mail.CALLBACK, slot, gen);
+    postCallback(d, cbt - 1, slot, gen);
   }
+}
+
+/**
+ * Tells thread `t` to run its callbacks of the fence. The message carries a reference, so the
+ * fence still exists when they run, as it does for callbacks run inside the signal: otherwise
+ * a signaller that drops its reference at once (or the -EDEADLK release) would leave the
+ * callbacks a handle to a freed fence.
+ */
+function postCallback(d: Domain, t: number, slot: number, gen: number): void {
+  d.get(slot);
+  if (!d.post(t, Mail.CALLBACK, slot, gen)) putFence(slot);
 }
 
 function runDeferred(d: Domain): void {
@@ -438,16 +488,19 @@ function runDeferred(d: Domain): void {
   try {
     // A queue, not recursion: a chain of containers completes iteratively.
     for (let i = 0; i < deferred.length; i += 5) {
-      dependents[deferred[i]!]!(
-        d,
-        deferred[i + 1]!,
-        deferred[i + 2]!,
-        deferred[i + 3]!,
-        deferred[i + 4]!,
-      );
+      const fn = dependents[deferred[i]!];
+      try {
+        if (!fn) throw missingKind(`fence dependent kind ${deferred[i]}`);
+        fn(d, deferred[i + 1]!, deferred[i + 2]!, deferred[i + 3]!, deferred[i + 4]!);
+      } catch (e) {
+        // One failing dependent must not stop the others or leave stale entries queued.
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
     }
-    deferred.length = 0;
   } finally {
+    deferred.length = 0;
     signalDepth--;
   }
 }
@@ -503,7 +556,7 @@ export function enableSlot(d: Domain, slot: number, gen: number): void {
   if ((Atomics.load(d.i32, b + F.FLAGS) & (ENABLE | SIGNALED)) !== 0) return;
   const old = Atomics.or(d.i32, b + F.FLAGS, ENABLE);
   if ((old & (ENABLE | SIGNALED)) !== 0) return;
-  const hooks = kinds[(old & KIND_MASK) >> KIND_SHIFT];
+  const hooks = hooksOf(old);
   if (hooks?.enable && !hooks.enable(d, slot, gen)) {
     signalSlot(d, slot, undefined);
     return;
@@ -517,9 +570,9 @@ export function enableSlot(d: Domain, slot: number, gen: number): void {
 
 /** @internal Polls a fence (`dma_fence_is_signaled`): flag, container state, owner's op. */
 export function isSignaledSlot(d: Domain, slot: number, gen: number): boolean {
-  const flags = Atomics.load(d.i32, d.base(slot) + F.FLAGS);
+  const flags = Atomics.load(d.at32(slot), d.base(slot) + F.FLAGS);
   if ((flags & SIGNALED) !== 0) return true;
-  const hooks = kinds[(flags & KIND_MASK) >> KIND_SHIFT];
+  const hooks = hooksOf(flags);
   let done = hooks?.signaled ? hooks.signaled(d, slot) : false;
   if (!done && (flags & OP_SIGNALED) !== 0) {
     const lf = local[slot];
@@ -543,15 +596,20 @@ function releaseFence(d: Domain, slot: number): void {
     (Atomics.load(d.i32, b + F.DEPS) !== 0 || Atomics.load(d.i32, b + F.CBTHREAD) !== 0)
   ) {
     // Released with callbacks still pending: they run, and see -EDEADLK (dma_fence_release).
+    // The fence is held while it signals: callbacks delivered to other threads take their own
+    // references, and the last of those finishes the release.
+    d.get(slot);
     Atomics.store(d.i32, b + F.ERROR, -35);
     signalSlot(d, slot, undefined);
+    if (!d.put(slot)) return;
   }
-  kinds[(flags & KIND_MASK) >> KIND_SHIFT]?.release?.(d, slot);
+  hooksOf(flags)?.release?.(d, slot);
   if ((flags & OP_RELEASE) !== 0) {
     const owner = Atomics.load(d.i32, b + F.OWNER) - 1;
     const gen = d.gen(slot);
     if (owner === d.peekThreadIndex()) runReleaseOp(slot, gen);
-    else d.post(owner, Mail.RELEASE, slot, gen);
+    // An owner that has left cannot run the op any more; free the record here.
+    else if (!d.post(owner, Mail.RELEASE, slot, gen)) freeFence(d, slot);
     return;
   }
   freeFence(d, slot);
@@ -613,8 +671,8 @@ const fenceKind = new HandleKind('dma-fence', RecordType.FENCE, putFence);
 
 function wrapFence(slot: number, gen: number, owned: boolean): DmaFence {
   const d = domain();
-  const kind = (Atomics.load(d.i32, d.base(slot) + F.FLAGS) & KIND_MASK) >> KIND_SHIFT;
-  const hooks = kinds[kind];
+  const kind = (Atomics.load(d.at32(slot), d.base(slot) + F.FLAGS) & KIND_MASK) >> KIND_SHIFT;
+  const hooks = hooksOf(kind << KIND_SHIFT);
   if (hooks) return hooks.wrap(slot, gen, owned);
   return new DmaFence(ADOPT, slot, gen, owned);
 }
@@ -748,19 +806,19 @@ export class DmaFence extends SharedObject {
   /** The fence's context. */
   get context(): bigint {
     const d = this._check();
-    return BigInt.asUintN(64, Atomics.load(d.i64, d.base64(this._slot) + F.CONTEXT64));
+    return BigInt.asUintN(64, Atomics.load(d.at64(this._slot), d.base64(this._slot) + F.CONTEXT64));
   }
 
   /** The fence's sequence number. */
   get seqno(): bigint {
     const d = this._check();
-    return BigInt.asUintN(64, Atomics.load(d.i64, d.base64(this._slot) + F.SEQNO64));
+    return BigInt.asUintN(64, Atomics.load(d.at64(this._slot), d.base64(this._slot) + F.SEQNO64));
   }
 
   /** The raw flag word's kernel bits (SEQNO64, SIGNALED, TIMESTAMP, ENABLE_SIGNAL). */
   get flags(): number {
     const d = this._check();
-    return Atomics.load(d.i32, d.base(this._slot) + F.FLAGS) & 0xf;
+    return Atomics.load(d.at32(this._slot), d.base(this._slot) + F.FLAGS) & 0xf;
   }
 
   /** True when the fence uses 64-bit seqno ordering. */
@@ -774,7 +832,7 @@ export class DmaFence extends SharedObject {
    */
   get error(): number {
     const d = this._check();
-    return Math.min(Atomics.load(d.i32, d.base(this._slot) + F.ERROR), 0);
+    return Math.min(Atomics.load(d.at32(this._slot), d.base(this._slot) + F.ERROR), 0);
   }
 
   /** The signal time (monotonic ns), or undefined while unsignalled. */
@@ -787,7 +845,7 @@ export class DmaFence extends SharedObject {
     while ((Atomics.load(d.i32, b + F.FLAGS) & TIMESTAMP) === 0) {
       /* spin: the signaller is between two stores */
     }
-    return Atomics.load(d.i64, d.base64(this._slot) + F.TIMESTAMP64);
+    return Atomics.load(d.at64(this._slot), d.base64(this._slot) + F.TIMESTAMP64);
   }
 
   /**
@@ -852,7 +910,7 @@ export class DmaFence extends SharedObject {
   /** Only the signalled bit, without polling anything (`dma_fence_test_signaled_flag`). */
   isSignaledFlag(): boolean {
     const d = this._check();
-    return (Atomics.load(d.i32, d.base(this._slot) + F.FLAGS) & SIGNALED) !== 0;
+    return (Atomics.load(d.at32(this._slot), d.base(this._slot) + F.FLAGS) & SIGNALED) !== 0;
   }
 
   /**
@@ -893,7 +951,7 @@ export class DmaFence extends SharedObject {
   getStatus(): number {
     const d = this._check();
     if (!isSignaledSlot(d, this._slot, this._gen)) return 0;
-    const e = Atomics.load(d.i32, d.base(this._slot) + F.ERROR);
+    const e = Atomics.load(d.at32(this._slot), d.base(this._slot) + F.ERROR);
     return e < 0 ? e : 1;
   }
 
@@ -909,7 +967,7 @@ export class DmaFence extends SharedObject {
   /**
    * Adds a callback run once when the fence signals, in this thread, after earlier callbacks
    * of this thread (`dma_fence_add_callback`). Enables signalling first, which may signal the
-   * fence at once.
+   * fence at once. The callback gets a borrowed handle to the fence (take `get()` to keep it).
    *
    * @throws {DmaBufError} ENOENT when the fence has already signalled: the callback is not
    *   added and not called.
@@ -927,9 +985,11 @@ export class DmaFence extends SharedObject {
    * never run; false if it already ran, is about to run (the fence signalled), or was removed.
    */
   removeCallback(cb: DmaFenceCb): boolean {
-    if (cb.state !== QUEUED || cb.fence._slot !== this._slot) return false;
+    if (cb.state !== QUEUED || cb.fence._slot !== this._slot || cb.fence._gen !== this._gen) {
+      return false;
+    }
     const d = this._check();
-    if ((Atomics.load(d.i32, d.base(this._slot) + F.FLAGS) & SIGNALED) !== 0) return false;
+    if ((Atomics.load(d.at32(this._slot), d.base(this._slot) + F.FLAGS) & SIGNALED) !== 0) return false;
     const lf = local[this._slot];
     if (!lf || lf.gen !== this._gen) return false;
     const i = lf.cbs.indexOf(cb);
@@ -937,6 +997,15 @@ export class DmaFence extends SharedObject {
     lf.cbs.splice(i, 1);
     cb.state = REMOVED;
     settlePending(-1);
+    if (lf.cbs.length === 0) {
+      // No callback of this thread is left: if no other thread has any either, the fence has
+      // none pending, and dropping its last reference must free it silently (not -EDEADLK).
+      const b = d.base(this._slot);
+      const t = d.peekThreadIndex();
+      lockWord(d.region, b + F.LOCK);
+      if (d.i32[b + F.CBTHREAD] === t + 1) d.i32[b + F.CBTHREAD] = 0;
+      unlockWord(d.region, b + F.LOCK);
+    }
     return true;
   }
 
@@ -951,11 +1020,12 @@ export class DmaFence extends SharedObject {
     const d = this._check();
     const timeout = checkTimeout(opts.timeout);
     dmaFenceMightWait();
-    throwIfAborted(opts.signal);
     enableSlot(d, this._slot, this._gen);
     const b = d.base(this._slot);
     const done = (): boolean => (Atomics.load(d.i32, b + F.FLAGS) & SIGNALED) !== 0;
+    // As in dma_fence_default_wait: a signalled fence wins over a pending interruption.
     if (done()) return timeout === 0 ? 1 : timeout;
+    throwIfAborted(opts.signal);
     if (timeout === 0) return 0;
     const start = performance.now();
     const ok = await waitUntilAsync(this.#target(d), done, timeout, opts.signal);
@@ -974,11 +1044,12 @@ export class DmaFence extends SharedObject {
     const timeout = checkTimeout(opts.timeout);
     mightSleep('dma_fence_wait');
     dmaFenceMightWait();
-    throwIfAborted(opts.signal);
     enableSlot(d, this._slot, this._gen);
     const b = d.base(this._slot);
     const done = (): boolean => (Atomics.load(d.i32, b + F.FLAGS) & SIGNALED) !== 0;
+    // As in dma_fence_default_wait: a signalled fence wins over a pending interruption.
     if (done()) return timeout === 0 ? 1 : timeout;
+    throwIfAborted(opts.signal);
     if (timeout === 0) return 0;
     const start = performance.now();
     return waitUntil(this.#target(d), done, timeout) ? remaining(timeout, start) : 0;
@@ -1007,8 +1078,8 @@ export class DmaFence extends SharedObject {
   /** The earliest deadline hint so far, or undefined. */
   get deadline(): bigint | undefined {
     const d = this._check();
-    if ((Atomics.load(d.i32, d.base(this._slot) + F.FLAGS) & DEADLINE_SET) === 0) return undefined;
-    return Atomics.load(d.i64, d.base64(this._slot) + F.DEADLINE64);
+    if ((Atomics.load(d.at32(this._slot), d.base(this._slot) + F.FLAGS) & DEADLINE_SET) === 0) return undefined;
+    return Atomics.load(d.at64(this._slot), d.base64(this._slot) + F.DEADLINE64);
   }
 
   /**
@@ -1051,7 +1122,8 @@ export class DmaFence extends SharedObject {
   ): Promise<WaitAnyResult> {
     const timeout = checkAnyArgs(fences, opts);
     dmaFenceMightWait();
-    throwIfAborted(opts.signal);
+    // As in dma_fence_wait_any_timeout: a fence found signalled wins over a pending
+    // interruption (waitUntilAsync tests the condition before the abort signal).
     if (timeout === 0) return pollAny(fences);
     const armed = armAny(fences);
     if ('index' in armed) return { remaining: timeout, index: armed.index };
@@ -1078,12 +1150,12 @@ export class DmaFence extends SharedObject {
     const timeout = checkAnyArgs(fences, opts);
     mightSleep('dma_fence_wait_any');
     dmaFenceMightWait();
-    throwIfAborted(opts.signal);
     if (timeout === 0) return pollAny(fences);
     const armed = armAny(fences);
     if ('index' in armed) return { remaining: timeout, index: armed.index };
     const start = performance.now();
     try {
+      if (firstSignaled(fences) < 0) throwIfAborted(opts.signal);
       const d = domain();
       const target: WaitTarget = { region: d.region, index: d.doorbellWord(), sleepers: -1 };
       const ok = waitUntil(target, () => firstSignaled(fences) >= 0, timeout);
@@ -1113,7 +1185,7 @@ export class DmaFence extends SharedObject {
   static allocatePrivateStub(timestampNs?: bigint): DmaFence {
     const d = domain();
     const slot = initFenceRecord(d, FenceKindId.STUB, 0n, 0n, 'stub', 'stub', false);
-    Atomics.or(d.i32, d.base(slot) + F.FLAGS, ENABLE);
+    Atomics.or(d.at32(slot), d.base(slot) + F.FLAGS, ENABLE);
     signalSlot(d, slot, timestampNs ?? ktimeGetNs());
     return wrapFence(slot, d.gen(slot), true);
   }
@@ -1180,7 +1252,7 @@ function pollAny(fences: readonly DmaFence[]): WaitAnyResult {
 function firstSignaled(fences: readonly DmaFence[]): number {
   const d = domain();
   for (let i = 0; i < fences.length; i++) {
-    if ((Atomics.load(d.i32, d.base(fences[i]!._slot) + F.FLAGS) & SIGNALED) !== 0) return i;
+    if ((Atomics.load(d.at32(fences[i]!._slot), d.base(fences[i]!._slot) + F.FLAGS) & SIGNALED) !== 0) return i;
   }
   return -1;
 }
@@ -1188,8 +1260,16 @@ function firstSignaled(fences: readonly DmaFence[]): number {
 function armAny(fences: readonly DmaFence[]): { index: number } | { cbs: DmaFenceCb[] } {
   const d = domain();
   const cbs: DmaFenceCb[] = [];
+  // The waiter sleeps on this thread's doorbell. A signaller in another thread rings it when it
+  // posts the callback; a signaller in this thread runs the callback directly, so the callback
+  // must ring it itself or the waiter only notices at its next periodic re-check.
+  const bell = d.doorbellWord();
+  const ring = (): void => {
+    Atomics.add(d.i32, bell, 1);
+    d.region.notify(bell);
+  };
   for (let i = 0; i < fences.length; i++) {
-    const cb = addCallbackSlot(d, fences[i]!, noop);
+    const cb = addCallbackSlot(d, fences[i]!, ring);
     if (!cb) {
       disarmAny(fences, cbs);
       return { index: i };
@@ -1202,8 +1282,6 @@ function armAny(fences: readonly DmaFence[]): { index: number } | { cbs: DmaFenc
 function disarmAny(fences: readonly DmaFence[], cbs: DmaFenceCb[]): void {
   for (let i = 0; i < cbs.length; i++) fences[i]!.removeCallback(cbs[i]!);
 }
-
-function noop(): void {}
 
 function addCallbackSlot(
   d: Domain,
@@ -1228,8 +1306,12 @@ function addCallbackSlot(
   if (cur === 0) i32[b + F.CBTHREAD] = t + 1;
   else if (cur !== t + 1) i32[b + F.CBTHREAD] = MULTI;
   unlockWord(d.region, b + F.LOCK);
-  const cb: DmaFenceCb = { fence, func, state: QUEUED };
-  getLocal(slot, fence._gen).cbs.push(cb);
+  // The registration holds a borrowed handle, not the caller's: a pending callback must not
+  // keep the caller's handle reachable, or a fence whose handles were all lost could never be
+  // reclaimed by the safety net (and its callbacks never see -EDEADLK).
+  const lf = getLocal(slot, fence._gen);
+  const cb: DmaFenceCb = { fence: borrowed(lf, slot), func, state: QUEUED };
+  lf.cbs.push(cb);
   return cb;
 }
 
@@ -1244,7 +1326,7 @@ function setDeadlineSlot(d: Domain, slot: number, gen: number, ns: bigint): void
   if (!set || ns < Atomics.load(i64, at)) Atomics.store(i64, at, ns);
   Atomics.or(d.i32, b + F.FLAGS, DEADLINE_SET);
   unlockWord(d.region, b + F.LOCK);
-  kinds[(flags & KIND_MASK) >> KIND_SHIFT]?.setDeadline?.(d, slot, ns);
+  hooksOf(flags)?.setDeadline?.(d, slot, ns);
   if ((flags & OP_DEADLINE) !== 0) {
     const owner = Atomics.load(d.i32, b + F.OWNER) - 1;
     if (owner === d.peekThreadIndex()) runDeadlineOp(slot, gen);
@@ -1269,8 +1351,8 @@ function stubSlot(d: Domain): number {
     if (again !== 0) return again - 1;
     const slot = initFenceRecord(d, FenceKindId.STUB, 0n, 0n, 'stub', 'stub', false);
     // The stub lives as long as the domain: a bias keeps its count from ever reaching zero.
-    Atomics.add(d.i32, d.base(slot) + 2, 1 << 30);
-    Atomics.or(d.i32, d.base(slot) + F.FLAGS, ENABLE);
+    Atomics.add(d.at32(slot), d.base(slot) + 2, 1 << 30);
+    Atomics.or(d.at32(slot), d.base(slot) + F.FLAGS, ENABLE);
     signalSlot(d, slot, ktimeGetNs());
     Atomics.store(d.i32, w, slot + 1);
     return slot;

@@ -211,6 +211,21 @@ export class Domain {
     return w;
   }
 
+  /**
+   * The 32-bit view, refreshed if needed to cover record `slot`. Use it where the view is an
+   * argument evaluated before `base()`: `Atomics.load(d.at32(s), d.base(s) + k)`.
+   */
+  at32(slot: number): Int32Array {
+    this.base(slot);
+    return this.i32;
+  }
+
+  /** The 64-bit view, refreshed if needed to cover record `slot` (see `at32`). */
+  at64(slot: number): BigInt64Array {
+    this.base(slot);
+    return this.i64;
+  }
+
   /** Index of the record's first 64-bit word in `i64` (refreshes like `base`). */
   base64(slot: number): number {
     return this.base(slot) >> 1;
@@ -264,7 +279,8 @@ export class Domain {
 
   /** Current generation of a slot. */
   gen(slot: number): number {
-    return Atomics.load(this.i32, this.base(slot) + R_GEN);
+    const w = this.base(slot) + R_GEN;
+    return Atomics.load(this.i32, w);
   }
 
   /** True when (slot, gen) names a live record of `type`. */
@@ -298,14 +314,20 @@ export class Domain {
     return true;
   }
 
+  // In get, put and gen the index is computed before the view is read: base() may refresh the
+  // views (another thread grew the region), and `Atomics.op(this.i32, this.base(slot))` would
+  // evaluate the stale view first and fault on a slot past it.
+
   /** Adds a reference. */
   get(slot: number): void {
-    Atomics.add(this.i32, this.base(slot) + R_REF, 1);
+    const w = this.base(slot) + R_REF;
+    Atomics.add(this.i32, w, 1);
   }
 
   /** Drops a reference; returns true when it was the last one (the caller releases). */
   put(slot: number): boolean {
-    const prev = Atomics.sub(this.i32, this.base(slot) + R_REF, 1);
+    const w = this.base(slot) + R_REF;
+    const prev = Atomics.sub(this.i32, w, 1);
     if (prev <= 0) throw new DmaBufError('EINVAL', 'reference count underflow');
     return prev === 1;
   }
@@ -467,9 +489,19 @@ export class Domain {
   #leave(): void {
     const t = this.#threadIndex;
     if (t < 0) return;
-    this.flushCache();
-    Atomics.store(this.i32, THREADS_BASE + t * T_WORDS + T_STATE, 0);
-    this.#threadIndex = -1;
+    const b = THREADS_BASE + t * T_WORDS;
+    // Refuse new mail (state 2: leaving, not yet reusable), then handle what is queued: a
+    // message may carry a reference (see post) that must not be lost with the thread.
+    lockWord(this.region, b + T_LOCK);
+    Atomics.store(this.i32, b + T_STATE, 2);
+    unlockWord(this.region, b + T_LOCK);
+    try {
+      this.drainMail();
+    } finally {
+      this.flushCache();
+      Atomics.store(this.i32, b + T_STATE, 0);
+      this.#threadIndex = -1;
+    }
   }
 
   /** Calls `fn` for every registered thread that has callbacks pending (for broadcasts). */
@@ -496,12 +528,19 @@ export class Domain {
     this.#overflowHandlers.push(handler);
   }
 
-  /** Sends a message to thread `t` and rings its doorbell. */
-  post(t: number, kind: number, slot: number, gen: number): void {
+  /**
+   * Sends a message to thread `t` and rings its doorbell. Returns true when the message was
+   * queued: it will be handled exactly once (also if the thread leaves first). False when the
+   * thread is gone or its ring was full (the receiver then rescans instead).
+   */
+  post(t: number, kind: number, slot: number, gen: number): boolean {
     const b = THREADS_BASE + t * T_WORDS;
-    if (Atomics.load(this.i32, b + T_STATE) !== 1) return;
+    if (Atomics.load(this.i32, b + T_STATE) !== 1) return false;
+    let queued = false;
     lockWord(this.region, b + T_LOCK);
     try {
+      // Checked again under the lock: a leaving thread drains its ring after refusing mail.
+      if (Atomics.load(this.i32, b + T_STATE) !== 1) return false;
       const head = Atomics.load(this.i32, b + T_HEAD);
       const tail = Atomics.load(this.i32, b + T_TAIL);
       if (tail - head >= RING) {
@@ -513,12 +552,14 @@ export class Domain {
         Atomics.store(this.i32, e + 1, slot);
         Atomics.store(this.i32, e + 2, gen);
         Atomics.store(this.i32, b + T_TAIL, tail + 1);
+        queued = true;
       }
     } finally {
       unlockWord(this.region, b + T_LOCK);
     }
     Atomics.add(this.i32, b + T_DOORBELL, 1);
     this.region.notify(b + T_DOORBELL);
+    return queued;
   }
 
   /** Runs every message waiting in this thread's mailbox. */
@@ -535,10 +576,22 @@ export class Domain {
       const slot = Atomics.load(this.i32, e + 1);
       const gen = Atomics.load(this.i32, e + 2);
       Atomics.store(this.i32, b + T_HEAD, head + 1);
-      this.#handlers.get(kind)?.(slot, gen);
+      // A throwing handler (a driver op runs in one) must not stop the listener loop or the
+      // rest of the ring: its error surfaces as uncaught, after the mail is handled.
+      try {
+        this.#handlers.get(kind)?.(slot, gen);
+      } catch (e) {
+        rethrowLater(e);
+      }
     }
     if (Atomics.exchange(this.i32, b + T_OVERFLOW, 0) === 1) {
-      for (const h of this.#overflowHandlers) h();
+      for (const h of this.#overflowHandlers) {
+        try {
+          h();
+        } catch (e) {
+          rethrowLater(e);
+        }
+      }
     }
   }
 
@@ -569,6 +622,12 @@ export class Domain {
   doorbellWord(): number {
     return THREADS_BASE + this.threadIndex() * T_WORDS + T_DOORBELL;
   }
+}
+
+function rethrowLater(e: unknown): void {
+  queueMicrotask(() => {
+    throw e;
+  });
 }
 
 let current: Domain | undefined;

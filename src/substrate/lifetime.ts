@@ -31,7 +31,11 @@ export interface Cohort {
 /** A safety net for one kind of handle. */
 export class SafetyNet {
   readonly #registry: FinalizationRegistry<number[]>;
-  #cohort: Cohort | undefined;
+  /**
+   * The cohort being filled, held weakly: a strong reference here would keep the newest cohort
+   * (up to 63 lost handles) from ever being collected.
+   */
+  #cohort: WeakRef<Cohort> | undefined;
   /** How many references the net has given back (tests and debug output read it). */
   reclaimed = 0;
 
@@ -53,11 +57,11 @@ export class SafetyNet {
 
   /** Puts a live handle under the net. */
   track(h: Tracked, slot: number, gen: number): void {
-    let c = this.#cohort;
+    let c = this.#cohort?.deref();
     if (!c || c.entries.length >= COHORT * 2) {
       c = { entries: [] };
       this.#registry.register(c, c.entries);
-      this.#cohort = c;
+      this.#cohort = new WeakRef(c);
     }
     h._cohort = c;
     h._cohortIndex = c.entries.length;
