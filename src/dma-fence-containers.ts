@@ -20,6 +20,7 @@
 import {
   ADOPT,
   addDependent,
+  DependentId,
   DMA_FENCE_FLAG,
   DmaFence,
   F,
@@ -28,7 +29,6 @@ import {
   initFenceRecord,
   isSignaledSlot,
   putFence,
-  DependentId,
   registerDependent,
   registerFenceKind,
   setDeadlineSlot,

@@ -989,7 +989,8 @@ export class DmaFence extends SharedObject {
       return false;
     }
     const d = this._check();
-    if ((Atomics.load(d.at32(this._slot), d.base(this._slot) + F.FLAGS) & SIGNALED) !== 0) return false;
+    if ((Atomics.load(d.at32(this._slot), d.base(this._slot) + F.FLAGS) & SIGNALED) !== 0)
+      return false;
     const lf = local[this._slot];
     if (!lf || lf.gen !== this._gen) return false;
     const i = lf.cbs.indexOf(cb);
@@ -1078,7 +1079,8 @@ export class DmaFence extends SharedObject {
   /** The earliest deadline hint so far, or undefined. */
   get deadline(): bigint | undefined {
     const d = this._check();
-    if ((Atomics.load(d.at32(this._slot), d.base(this._slot) + F.FLAGS) & DEADLINE_SET) === 0) return undefined;
+    if ((Atomics.load(d.at32(this._slot), d.base(this._slot) + F.FLAGS) & DEADLINE_SET) === 0)
+      return undefined;
     return Atomics.load(d.at64(this._slot), d.base64(this._slot) + F.DEADLINE64);
   }
 
@@ -1252,7 +1254,11 @@ function pollAny(fences: readonly DmaFence[]): WaitAnyResult {
 function firstSignaled(fences: readonly DmaFence[]): number {
   const d = domain();
   for (let i = 0; i < fences.length; i++) {
-    if ((Atomics.load(d.at32(fences[i]!._slot), d.base(fences[i]!._slot) + F.FLAGS) & SIGNALED) !== 0) return i;
+    if (
+      (Atomics.load(d.at32(fences[i]!._slot), d.base(fences[i]!._slot) + F.FLAGS) & SIGNALED) !==
+      0
+    )
+      return i;
   }
   return -1;
 }
