@@ -624,6 +624,11 @@ function freeFence(d: Domain, slot: number): void {
   d.free(slot);
 }
 
+// The name pair of the last fence created here: most fences of a thread share their names.
+let lastDriver: string | undefined;
+let lastTimeline: string | undefined;
+let lastNames = 0;
+
 /** @internal Allocates and initialises a fence record (`dma_fence_init` / `init64`). */
 export function initFenceRecord(
   d: Domain,
@@ -634,7 +639,13 @@ export function initFenceRecord(
   timelineName: string,
   seqno64: boolean,
 ): number {
-  const names = (d.intern(driverName) << 16) | d.intern(timelineName);
+  let names = lastNames;
+  if (driverName !== lastDriver || timelineName !== lastTimeline) {
+    names = (d.intern(driverName) << 16) | d.intern(timelineName);
+    lastDriver = driverName;
+    lastTimeline = timelineName;
+    lastNames = names;
+  }
   const slot = d.alloc(RecordType.FENCE);
   const b = d.base(slot);
   const b64 = b >> 1;

@@ -55,17 +55,34 @@ export class SafetyNet {
     });
   }
 
+  /**
+   * The same cohort held strongly until the end of the current job, so that a loop creating
+   * many handles neither pays a `deref()` per handle (each one also pins its target for the
+   * job) nor keeps the cohort alive afterwards.
+   */
+  #current: Cohort | undefined;
+
   /** Puts a live handle under the net. */
   track(h: Tracked, slot: number, gen: number): void {
-    let c = this.#cohort?.deref();
+    let c = this.#current;
+    if (!c) {
+      c = this.#cohort?.deref();
+      if (c) this.#holdForJob(c);
+    }
     if (!c || c.entries.length >= COHORT * 2) {
       c = { entries: [] };
       this.#registry.register(c, c.entries);
       this.#cohort = new WeakRef(c);
+      this.#holdForJob(c);
     }
     h._cohort = c;
     h._cohortIndex = c.entries.length;
     c.entries.push(slot, gen);
+  }
+
+  #holdForJob(c: Cohort): void {
+    if (this.#current === undefined) queueMicrotask(() => (this.#current = undefined));
+    this.#current = c;
   }
 
   /** Takes a disposed handle out of the net. */
