@@ -5,6 +5,7 @@
  * exports a `BenchGroup` and add ONE line at the end of the list:
  *
  *     register((await import('./fence.js')).fenceGroup);
+register((await import('./resv.js')).resvGroup);
  *
  * @module
  */
@@ -46,5 +47,7 @@ const baselineGroup: BenchGroup = {
 
 register(baselineGroup);
 register((await import('./fence.js')).fenceGroup);
+register((await import('./resv.js')).resvGroup);
+register((await import('./syncobj.js')).syncobjGroup);
 
 process.exitCode = await main();

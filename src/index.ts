@@ -17,6 +17,64 @@ export { DmaFenceArray } from './dma-fence-array.js';
 export { DmaFenceChain } from './dma-fence-chain.js';
 export { isContainer } from './dma-fence-containers.js';
 export { DmaFenceUnwrap, dedupArray, unwrap, unwrapMerge } from './dma-fence-unwrap.js';
+export {
+  DmaResv,
+  DmaResvIter,
+  DmaResvUsage,
+  type DmaResvWaitOptions,
+  dmaResvUsageRw,
+} from './dma-resv.js';
+export {
+  DRM_EXEC_IGNORE_DUPLICATES,
+  DRM_EXEC_INTERRUPTIBLE_WAIT,
+  DrmExec,
+  type DrmExecOptions,
+  type LockAllOptions,
+  lockAll,
+  lockAllAsync,
+} from './drm-exec.js';
+export {
+  DRM_CAP_SYNCOBJ,
+  DRM_CAP_SYNCOBJ_TIMELINE,
+  DRM_SYNCOBJ_CREATE_SIGNALED,
+  DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE,
+  DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_TIMELINE,
+  DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE,
+  DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE,
+  DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED,
+  DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL,
+  DRM_SYNCOBJ_WAIT_FLAGS_WAIT_AVAILABLE,
+  DRM_SYNCOBJ_WAIT_FLAGS_WAIT_DEADLINE,
+  DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT,
+  DrmFile,
+  type DrmFileOptions,
+  DrmSyncobj,
+  type DrmWaitOptions,
+  SYNCOBJ_NO_INDEX,
+  SYNCOBJ_WAIT_FOR_SUBMIT_TIMEOUT_MS,
+  SyncobjEventfd,
+  type SyncobjTransfer,
+  type SyncobjWaitOptions,
+  syncobjTimeoutNs,
+} from './drm-syncobj.js';
 export * from './lockdep.js';
 export { DmaBufError, ERRNO, type ErrnoName, errnoName, MAX_ERRNO } from './substrate/errno.js';
 export type { SharedMessage } from './substrate/handle.js';
+export { SW_SYNC_DRIVER_NAME, SwSyncTimeline } from './sw-sync.js';
+export {
+  POLLIN,
+  SYNC_NAME_MAX_BYTES,
+  type SyncFenceInfo,
+  SyncFile,
+  type SyncFileInfo,
+  type SyncFileInfoRequest,
+  type SyncMergeOptions,
+} from './sync-file.js';
+export {
+  WwAcquireCtx,
+  WwClass,
+  type WwLockOptions,
+  WwMutex,
+  wwMutexDebugSlowpath,
+  wwStampAfter,
+} from './ww-mutex.js';

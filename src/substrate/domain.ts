@@ -41,7 +41,10 @@ const H_NAMES_LOCK = 8;
 const H_NAMES_USED = 9;
 /** First word of the 64-bit context counter (i64 index H_CONTEXT / 2). */
 const H_CONTEXT = 16;
-/** Words 32..63 are free for objects that need one global word (see {@linkcode Domain.globalWord}). */
+/**
+ * Words 32..63 are free for objects that need one global word (see {@linkcode Domain.globalWord}):
+ * n = 0, 1 the stub fence (slot, lock), n = 2 the ww_mutex stamp counter.
+ */
 const H_GLOBALS = 32;
 const H_GLOBALS_END = 64;
 

@@ -26,6 +26,7 @@ export const ERRNO = {
   ENODEV: 19,
   EINVAL: 22,
   EMFILE: 24,
+  ENOTTY: 25,
   ENOSPC: 28,
   ERANGE: 34,
   EDEADLK: 35,
