@@ -78,8 +78,18 @@ async function producer(count: number, ports: MessagePort[]): Promise<ProducerRe
   return { created: count, enabled, released, errorsSet, elapsedMs: performance.now() - start };
 }
 
-async function consumer(mode: 'sync' | 'async' | 'callback', port: MessagePort): Promise<ConsumerReport> {
-  const report: ConsumerReport = { mode, waited: 0, errors: 0, latenciesUs: [], timeoutResult: -1, aborted: '' };
+async function consumer(
+  mode: 'sync' | 'async' | 'callback',
+  port: MessagePort,
+): Promise<ConsumerReport> {
+  const report: ConsumerReport = {
+    mode,
+    waited: 0,
+    errors: 0,
+    latenciesUs: [],
+    timeoutResult: -1,
+    aborted: '',
+  };
   const record = (f: DmaFence): void => {
     const ts = f.timestamp;
     if (ts !== undefined) report.latenciesUs.push(Number(process.hrtime.bigint() - ts) / 1000);
@@ -128,7 +138,8 @@ async function consumer(mode: 'sync' | 'async' | 'callback', port: MessagePort):
   await Promise.all(done);
   // A fence nobody signals: a timed wait returns 0, an aborted wait throws ERESTARTSYS.
   const lonely = new DmaFence(DmaFence.contextAlloc(1), 1n);
-  report.timeoutResult = mode === 'sync' ? lonely.waitSync({ timeout: 20 }) : await lonely.wait({ timeout: 20 });
+  report.timeoutResult =
+    mode === 'sync' ? lonely.waitSync({ timeout: 20 }) : await lonely.wait({ timeout: 20 });
   try {
     await lonely.wait({ signal: AbortSignal.timeout(10) });
   } catch (e) {

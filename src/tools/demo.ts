@@ -18,7 +18,10 @@ import type { ConsumerReport, DemoRole, ProducerReport } from './demo-worker.js'
 const COUNT = Number(process.env.DEMO_FENCES ?? 1000);
 const workerUrl = new URL('./demo-worker.js', import.meta.url);
 
-function run<T>(data: DemoRole, transfer: readonly import('node:worker_threads').MessagePort[]): Promise<T> {
+function run<T>(
+  data: DemoRole,
+  transfer: readonly import('node:worker_threads').MessagePort[],
+): Promise<T> {
   const w = new Worker(workerUrl, { workerData: data, transferList: [...transfer] });
   return new Promise<T>((resolve, reject) => {
     w.once('message', (m: T) => {
@@ -41,7 +44,9 @@ async function main(): Promise<void> {
   const live0 = d.liveRecords();
   const modes = ['sync', 'async', 'callback'] as const;
   const channels = modes.map(() => new MessageChannel());
-  console.log(`dmabuf demo: 1 producer thread, ${modes.length} consumer threads, ${COUNT} fences\n`);
+  console.log(
+    `dmabuf demo: 1 producer thread, ${modes.length} consumer threads, ${COUNT} fences\n`,
+  );
   const t0 = performance.now();
   const consumers = modes.map((mode, i) =>
     run<ConsumerReport>({ role: 'consumer', mode, port: channels[i]!.port2 }, [channels[i]!.port2]),
@@ -56,7 +61,9 @@ async function main(): Promise<void> {
     `producer: created ${producer.created} fences, ${producer.errorsSet} with -ECANCELED, ` +
       `enableSignaling ran ${producer.enabled}x, release ran ${producer.released}x (all in the producer thread)`,
   );
-  console.log('\nconsumer   waited  errors  wake p50 us  wake p99 us  timed-out wait  aborted wait');
+  console.log(
+    '\nconsumer   waited  errors  wake p50 us  wake p99 us  timed-out wait  aborted wait',
+  );
   for (const r of reports) {
     const lat = [...r.latenciesUs].sort((a, b) => a - b);
     console.log(
@@ -67,7 +74,9 @@ async function main(): Promise<void> {
   const leaked = d.liveRecords() - live0;
   console.log(`\ntotal ${elapsed.toFixed(0)} ms; shared records still alive: ${leaked}`);
   const ok =
-    reports.every((r) => r.waited === COUNT && r.errors === producer.errorsSet && r.timeoutResult === 0) &&
+    reports.every(
+      (r) => r.waited === COUNT && r.errors === producer.errorsSet && r.timeoutResult === 0,
+    ) &&
     producer.released === COUNT &&
     leaked === 0;
   console.log(ok ? 'OK: every consumer saw every fence and every error; nothing leaked' : 'FAILED');
