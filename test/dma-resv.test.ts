@@ -765,7 +765,7 @@ describe('dma_resv: implicit sync between threads', () => {
 
   it('readers in other threads wait for a writer through the reservation object alone', async () => {
     using resv = new DmaResv();
-    const shared = new SharedArrayBuffer(4 * 66);
+    const shared = new SharedArrayBuffer(4 * 67);
     const base = { mode: 'simple', resv: resv.share(), shared, rounds: 150, readers: 3 } as const;
     const datas: ImplicitData[] = [
       { ...base, role: 'writer', id: 1, async: false },
@@ -782,7 +782,7 @@ describe('dma_resv: implicit sync between threads', () => {
 
   it('writers and readers collect dependencies under the lock (dma_resv_usage_rw) and never overlap', async () => {
     using resv = new DmaResv();
-    const shared = new SharedArrayBuffer(4 * 66);
+    const shared = new SharedArrayBuffer(4 * 67);
     const datas: ImplicitData[] = [];
     const roles: ['writer' | 'reader', boolean][] = [
       ['writer', false],
@@ -801,6 +801,7 @@ describe('dma_resv: implicit sync between threads', () => {
         rounds: 120,
         readers: 3,
         async,
+        parties: roles.length,
       });
     }
     const results = await runWorkers<ImplicitResult>('resv-implicit.js', datas);

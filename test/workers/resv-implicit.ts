@@ -19,8 +19,10 @@ export interface ImplicitData {
   role: 'writer' | 'reader';
   id: number;
   resv: SharedMessage;
-  /** Words 0..63: payload; word 64: announced round; word 65: acknowledgements. */
+  /** Words 0..63: payload; word 64: announced round; word 65: acknowledgements; 66: start barrier. */
   shared: SharedArrayBuffer;
+  /** 'collect' mode: how many workers take part (they start together). */
+  parties?: number;
   rounds: number;
   readers: number;
   async: boolean;
@@ -35,6 +37,8 @@ export interface ImplicitResult {
 export const PAYLOAD_WORDS = 64;
 const ROUND = 64;
 const ACKS = 65;
+/** Start barrier ('collect' mode): number of workers ready. */
+const START = 66;
 
 const data = workerData as ImplicitData;
 const shared = new Int32Array(data.shared);
@@ -165,6 +169,17 @@ const resv = DmaResv.import(data.resv);
 try {
   let result: ImplicitResult;
   if (data.mode === 'collect') {
+    // Start together: a worker that starts late would otherwise find everyone else done, and
+    // nothing would overlap.
+    Atomics.add(shared, START, 1);
+    Atomics.notify(shared, START);
+    for (
+      let v = Atomics.load(shared, START);
+      v < (data.parties ?? 1);
+      v = Atomics.load(shared, START)
+    ) {
+      Atomics.wait(shared, START, v, 100);
+    }
     result = data.role === 'writer' ? await collectWriter(resv) : await collectReader(resv);
   } else {
     result = data.role === 'writer' ? await simpleWriter(resv) : await simpleReader(resv);
