@@ -74,6 +74,7 @@ import {
   contextOf,
   isChainSlot,
   seqnoOf,
+  signaledQuick,
 } from './dma-fence-containers.js';
 import { unwrapMerge } from './dma-fence-unwrap.js';
 import { mightSleep } from './lockdep.js';
@@ -973,11 +974,41 @@ function waitSlotsSync(
   dl: bigint | undefined,
 ): number {
   if (flags & SUBMIT_OR_AVAILABLE || ms > 0) mightSleep('drm_syncobj_wait');
+  if (slots.length === 1 && ms > 0 && dl === undefined && (flags & AVAILABLE) === 0) {
+    const r = waitOneSync(d, slots[0]!, points[0]!, ms);
+    if (r !== MISSING) return r;
+  }
   const w = takeWait(d, slots, points, flags);
   try {
     return w.runSync(ms, dl);
   } finally {
     giveWait(w);
+  }
+}
+
+/**
+ * The common case of a wait (one syncobj, its point already submitted, no deadline) without
+ * the general machinery: wait on the point's fence through the spinning waiter, like a plain
+ * fence wait. For a timeline point (a chain node) completion is polled, as
+ * `dma_fence_chain_signaled` does: the point is done once its fence and every earlier point's
+ * fence have signalled, even before the signalling thread has run the deferred work that marks
+ * the node itself. Returns 0 (the index) when signalled, MISSING to fall back to the general
+ * path (point not submitted yet).
+ *
+ * @throws {DmaBufError} ETIME on timeout.
+ */
+function waitOneSync(d: Domain, so: number, point: bigint, ms: number): number {
+  const f = lookup(d, so, point);
+  if (f === MISSING) return MISSING;
+  try {
+    const gen = d.gen(f);
+    enableSlot(d, f, gen);
+    const b = d.base(f);
+    const target: WaitTarget = { region: d.region, index: b + F.FLAGS, sleepers: b + F.SLEEPERS };
+    if (!waitUntil(target, () => signaledQuick(d, f), ms)) throw etime();
+    return 0;
+  } finally {
+    putFence(f);
   }
 }
 
