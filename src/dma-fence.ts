@@ -146,18 +146,42 @@ export interface DmaFenceWaitOptions {
   signal?: AbortSignal;
 }
 
+const QUEUED = 0;
+const FIRED = 1;
+const REMOVED = 2;
+
 /** A registered callback (`struct dma_fence_cb`); pass it to `removeCallback`. */
 export interface DmaFenceCb {
-  /** The fence, as a borrowed handle (valid while the fence exists; cannot be disposed). */
+  /**
+   * The fence, as a borrowed handle (valid while the fence exists; cannot be disposed). It is
+   * the handle callbacks receive: the handle that added them may have been disposed since, e.g.
+   * when its release is what signalled the fence, and holding it would keep a lost handle from
+   * the safety net.
+   */
   readonly fence: DmaFence;
   readonly func: (fence: DmaFence) => void;
   /** 0 queued, 1 fired, 2 removed. */
   state: number;
 }
 
-const QUEUED = 0;
-const FIRED = 1;
-const REMOVED = 2;
+/** The registration record; its borrowed handle is made only when someone asks for it. */
+class Callback implements DmaFenceCb {
+  state = QUEUED;
+  constructor(
+    readonly func: (fence: DmaFence) => void,
+    private readonly lf: LocalFence,
+    /** @internal */ readonly slot: number,
+    /** @internal */ readonly gen: number,
+  ) {}
+
+  get fence(): DmaFence {
+    const lf = this.lf;
+    // The local entry is recycled for later fences in the same slot: only trust its cached
+    // handle while it still describes this registration's fence.
+    if (lf.gen === this.gen) return borrowed(lf, this.slot);
+    return wrapFence(this.slot, this.gen, false);
+  }
+}
 
 // ---- per-thread state -----------------------------------------------------------------------
 
@@ -171,7 +195,8 @@ interface LocalFence {
 }
 
 const local: (LocalFence | undefined)[] = [];
-const spare: DmaFenceCb[][] = [];
+/** The shared empty callback list; never pushed to (see addCallbackSlot). */
+const NO_CBS: DmaFenceCb[] = [];
 let pendingCallbacks = 0;
 let marked = false;
 let idleCheck = false;
@@ -256,7 +281,7 @@ function getLocal(slot: number, gen: number): LocalFence {
     lf.borrowed = undefined;
   }
   if (!lf) {
-    lf = { gen, cbs: [], ops: undefined, enabled: false, borrowed: undefined };
+    lf = { gen, cbs: NO_CBS, ops: undefined, enabled: false, borrowed: undefined };
     local[slot] = lf;
   }
   return lf;
@@ -286,18 +311,13 @@ function runLocal(slot: number, gen: number): void {
   const lf = local[slot];
   if (!lf || lf.gen !== gen || lf.cbs.length === 0) return;
   const list = lf.cbs;
-  lf.cbs = spare.pop() ?? [];
-  // Callbacks get a borrowed handle (as documented for SharedObject.dispose): the handle that
-  // added them may have been disposed since, e.g. when its release is what signalled the fence.
-  const fence = borrowed(lf, slot);
+  lf.cbs = NO_CBS;
   const cookie = dmaFenceBeginSignalling();
   try {
-    if (lockdepEnabled()) withNoSleep('dma_fence callback', () => runList(list, fence));
-    else runList(list, fence);
+    if (lockdepEnabled()) withNoSleep('dma_fence callback', () => runList(list));
+    else runList(list);
   } finally {
     dmaFenceEndSignalling(cookie);
-    list.length = 0;
-    spare.push(list);
   }
 }
 
@@ -310,13 +330,17 @@ function runLocalMail(slot: number, gen: number): void {
   }
 }
 
-function runList(list: DmaFenceCb[], fence: DmaFence): void {
-  for (const cb of list) {
+function runList(list: DmaFenceCb[]): void {
+  for (let i = 0; i < list.length; i++) {
+    const cb = list[i]!;
     if (cb.state !== QUEUED) continue;
     cb.state = FIRED;
     settlePending(-1);
     try {
-      cb.func(fence);
+      // A callback that declares no parameter is not handed a fence: making the borrowed
+      // handle is most of the cost of a callback on the in-thread path.
+      if (cb.func.length === 0) (cb.func as () => void)();
+      else cb.func(cb.fence);
     } catch (e) {
       // A throwing callback must not stop the others; its error surfaces as uncaught.
       queueMicrotask(() => {
@@ -422,14 +446,16 @@ export function signalSlot(d: Domain, slot: number, ts: bigint | undefined): boo
       return false;
     }
     // The timestamp is written before the bits that publish it, so TIMESTAMP comes with
-    // SIGNALED. DEPS and CBTHREAD change only under the lock: plain accesses suffice there.
+    // SIGNALED. DEPS changes only under the lock: plain accesses suffice there.
     d.i64[(b >> 1) + F.TIMESTAMP64] = ts ?? ktimeGetNs();
     const deps = i32[b + F.DEPS]!;
-    const cbt = i32[b + F.CBTHREAD]!;
     if (deps !== 0) i32[b + F.DEPS] = 0;
-    if (cbt !== 0) i32[b + F.CBTHREAD] = 0;
     Atomics.or(i32, b + F.FLAGS, SIGNALED | TIMESTAMP);
     unlockWord(d.region, b + F.LOCK);
+    // Callback threads register without the lock (see addCallbackSlot): read the word only
+    // after SIGNALED is visible.
+    let cbt = Atomics.load(i32, b + F.CBTHREAD);
+    if (cbt !== 0) cbt = Atomics.exchange(i32, b + F.CBTHREAD, 0);
     if (Atomics.load(i32, b + F.SLEEPERS) > 0) d.region.notify(b + F.FLAGS);
     signalDepth++;
     try {
@@ -451,7 +477,7 @@ export function signalSlot(d: Domain, slot: number, ts: bigint | undefined): boo
     } finally {
       signalDepth--;
     }
-    if (signalDepth === 0) runDeferred(d);
+    if (signalDepth === 0 && deferred.length !== 0) runDeferred(d);
     return true;
   } finally {
     dmaFenceEndSignalling(cookie);
@@ -996,7 +1022,12 @@ export class DmaFence extends SharedObject {
    * never run; false if it already ran, is about to run (the fence signalled), or was removed.
    */
   removeCallback(cb: DmaFenceCb): boolean {
-    if (cb.state !== QUEUED || cb.fence._slot !== this._slot || cb.fence._gen !== this._gen) {
+    if (
+      !(cb instanceof Callback) ||
+      cb.state !== QUEUED ||
+      cb.slot !== this._slot ||
+      cb.gen !== this._gen
+    ) {
       return false;
     }
     const d = this._check();
@@ -1014,9 +1045,7 @@ export class DmaFence extends SharedObject {
       // none pending, and dropping its last reference must free it silently (not -EDEADLK).
       const b = d.base(this._slot);
       const t = d.peekThreadIndex();
-      lockWord(d.region, b + F.LOCK);
-      if (d.i32[b + F.CBTHREAD] === t + 1) d.i32[b + F.CBTHREAD] = 0;
-      unlockWord(d.region, b + F.LOCK);
+      Atomics.compareExchange(d.i32, b + F.CBTHREAD, t + 1, 0);
     }
     return true;
   }
@@ -1313,22 +1342,28 @@ function addCallbackSlot(
   const t = ensureMailbox(d);
   // Counted before the fence can see us: a broadcasting signaller must find this thread marked.
   settlePending(1);
-  lockWord(d.region, b + F.LOCK);
+  // Register without the fence lock, Dekker style with the signaller (which sets SIGNALED,
+  // then reads this word): we write this word, then read SIGNALED. With sequentially
+  // consistent atomics at least one side sees the other, so either the signaller delivers to
+  // us or we see the fence signalled and report ENOENT; a delivery that finds no callback
+  // here is harmless.
+  for (;;) {
+    const cur = Atomics.load(i32, b + F.CBTHREAD);
+    const want = cur === 0 ? t + 1 : cur === t + 1 ? cur : MULTI;
+    if (want === cur || Atomics.compareExchange(i32, b + F.CBTHREAD, cur, want) === cur) break;
+  }
   if ((Atomics.load(i32, b + F.FLAGS) & SIGNALED) !== 0) {
-    unlockWord(d.region, b + F.LOCK);
     settlePending(-1);
     return null;
   }
-  const cur = i32[b + F.CBTHREAD];
-  if (cur === 0) i32[b + F.CBTHREAD] = t + 1;
-  else if (cur !== t + 1) i32[b + F.CBTHREAD] = MULTI;
-  unlockWord(d.region, b + F.LOCK);
   // The registration holds a borrowed handle, not the caller's: a pending callback must not
   // keep the caller's handle reachable, or a fence whose handles were all lost could never be
   // reclaimed by the safety net (and its callbacks never see -EDEADLK).
   const lf = getLocal(slot, fence._gen);
-  const cb: DmaFenceCb = { fence: borrowed(lf, slot), func, state: QUEUED };
-  lf.cbs.push(cb);
+  const cb = new Callback(func, lf, slot, fence._gen);
+  // A fence usually has one callback per thread: an exact one-element array, no growth.
+  if (lf.cbs.length === 0) lf.cbs = [cb];
+  else lf.cbs.push(cb);
   return cb;
 }
 
