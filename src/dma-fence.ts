@@ -40,7 +40,7 @@ import {
   RecordType,
   TYPE_SHIFT,
 } from './substrate/domain.js';
-import { DmaBufError, MAX_ERRNO } from './substrate/errno.js';
+import { DmaBufError, ERRNO, MAX_ERRNO } from './substrate/errno.js';
 import { claim, HandleKind, type SharedMessage, SharedObject } from './substrate/handle.js';
 import { lockWord, unlockWord } from './substrate/lock.js';
 import {
@@ -296,6 +296,7 @@ function ensureMailbox(d: Domain): number {
   const t = d.threadIndex();
   if (!mailboxReady) {
     mailboxReady = true;
+    process.once('exit', failOwnedFences);
     d.onMail(Mail.CALLBACK, runLocalMail);
     d.onMail(Mail.ENABLE, runEnableOp);
     d.onMail(Mail.DEADLINE, runDeadlineOp);
@@ -304,6 +305,24 @@ function ensureMailbox(d: Domain): number {
     d.listen();
   }
   return t;
+}
+
+/**
+ * The owner thread is leaving: its driver ops can never run again, so a fence it owns that has
+ * not signalled never would. Like a driver that goes away, complete them with an error
+ * (-ENODEV) so that every waiter in another thread wakes up. Runs on a normal thread exit;
+ * a worker killed with `terminate()` skips it.
+ */
+function failOwnedFences(): void {
+  const d = domain();
+  for (let slot = 0; slot < local.length; slot++) {
+    const lf = local[slot];
+    if (!lf?.ops || d.gen(slot) !== lf.gen) continue;
+    const b = d.base(slot);
+    if ((Atomics.load(d.i32, b + F.FLAGS) & SIGNALED) !== 0) continue;
+    Atomics.store(d.i32, b + F.ERROR, -ERRNO.ENODEV);
+    signalSlot(d, slot, undefined);
+  }
 }
 
 /** Runs this thread's callbacks of fence (slot, gen), which has signalled. */

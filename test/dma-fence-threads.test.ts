@@ -6,6 +6,7 @@ import { afterEach, before, beforeEach, describe, it } from 'node:test';
 import { threadId, Worker } from 'node:worker_threads';
 import {
   DmaFence,
+  ERRNO,
   LockClass,
   type LockdepReport,
   lockAcquire,
@@ -725,5 +726,20 @@ describe('stress', () => {
     } finally {
       await Promise.all(all.map((a) => a.stop()));
     }
+  });
+});
+
+describe('owner thread exit', () => {
+  it('fences whose owner thread exits complete with -ENODEV and wake their waiters', async () => {
+    const w = new Worker(new URL('./workers/fence-owner-exit.js', import.meta.url));
+    const msg = await new Promise<SharedMessage>((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    using f = DmaFence.import(msg);
+    const remaining = await f.wait({ timeout: 5000 });
+    assert.ok(remaining > 0, 'the waiter woke before its timeout');
+    assert.equal(f.getStatus(), -ERRNO.ENODEV);
+    await exitOrTerminate(w);
   });
 });
