@@ -73,7 +73,9 @@ import {
   getEnvironmentData,
   setEnvironmentData,
 } from 'node:worker_threads';
+import { type SharedRegion, sabBackend } from './substrate/backend.js';
 import { DmaBufError } from './substrate/errno.js';
+import { lockWord, unlockWord } from './substrate/lock.js';
 
 /** How a violation is reported: thrown as a `DmaBufError`, or appended to {@linkcode lockdepReports}. */
 export type LockdepMode = 'throw' | 'record';
@@ -127,6 +129,8 @@ type Mode = typeof WRITE | typeof READ | typeof RECURSIVE;
 
 interface SharedState {
   sab: SharedArrayBuffer;
+  /** The state buffer as a substrate region, for its lock word. */
+  region: SharedRegion;
   header: Int32Array;
   names: Uint8Array;
   edges: Uint16Array;
@@ -145,6 +149,7 @@ function wrapState(sab: SharedArrayBuffer): SharedState {
   }
   return {
     sab,
+    region: sabBackend.attachRegion({ backend: 'sab', buffer: sab }),
     header,
     names: new Uint8Array(sab, NAMES_OFF, LOCKDEP_MAX_CLASSES * NAME_SLOT),
     edges: new Uint16Array(sab, EDGES_OFF, LOCKDEP_MAX_CLASSES * LOCKDEP_MAX_CLASSES),
@@ -182,25 +187,16 @@ let nameCache: string[] = [];
 let overflowWarned = false;
 
 /**
- * Short critical sections on the shared state (name registration, cycle check + edge insert).
- * A three-state futex-style lock: spins briefly, then sleeps in short bounded waits. This is an
- * internal, bounded wait and is deliberately not subject to {@linkcode mightSleep}.
+ * Short critical sections on the shared state (name registration, cycle check + edge insert)
+ * take the substrate's lock word. It is an internal, bounded wait and deliberately not subject
+ * to {@linkcode mightSleep}.
  */
-function stateLock(h: Int32Array): void {
-  let c = Atomics.compareExchange(h, H_LOCK, 0, 1);
-  for (let spin = 0; c !== 0 && spin < 200; spin++) {
-    c = Atomics.compareExchange(h, H_LOCK, 0, 1);
-  }
-  if (c === 0) return;
-  if (c !== 2) c = Atomics.exchange(h, H_LOCK, 2);
-  while (c !== 0) {
-    Atomics.wait(h, H_LOCK, 2, 5);
-    c = Atomics.exchange(h, H_LOCK, 2);
-  }
+function stateLock(s: SharedState): void {
+  lockWord(s.region, H_LOCK);
 }
 
-function stateUnlock(h: Int32Array): void {
-  if (Atomics.exchange(h, H_LOCK, 0) === 2) Atomics.notify(h, H_LOCK, 1);
+function stateUnlock(s: SharedState): void {
+  unlockWord(s.region, H_LOCK);
 }
 
 function readName(s: SharedState, id: number): string {
@@ -217,7 +213,7 @@ function classId(name: string): number {
   const s = shared;
   const bytes = encoder.encode(name);
   let id = -1;
-  stateLock(s.header);
+  stateLock(s);
   try {
     const count = Atomics.load(s.header, H_COUNT);
     for (let i = 0; i < count; i++) {
@@ -243,7 +239,7 @@ function classId(name: string): number {
       Atomics.store(s.header, H_COUNT, count + 1);
     }
   } finally {
-    stateUnlock(s.header);
+    stateUnlock(s);
   }
   if (id < 0 && !overflowWarned) {
     overflowWarned = true;
@@ -465,7 +461,7 @@ function addEdge(from: number, fromMode: Mode, to: number, toMode: Mode): Edge[]
   const idx = from * LOCKDEP_MAX_CLASSES + to;
   const bit = 1 << (fromMode * 3 + toMode);
   if ((Atomics.load(s.edges, idx) & bit) !== 0) return null;
-  stateLock(s.header);
+  stateLock(s);
   try {
     if ((Atomics.load(s.edges, idx) & bit) !== 0) return null;
     const path = findStrongPath(s, to, toMode === RECURSIVE, from, fromMode !== WRITE);
@@ -474,7 +470,7 @@ function addEdge(from: number, fromMode: Mode, to: number, toMode: Mode): Edge[]
     Atomics.or(s.edges, idx, bit);
     return null;
   } finally {
-    stateUnlock(s.header);
+    stateUnlock(s);
   }
 }
 
@@ -629,11 +625,11 @@ export function lockdepReset(): void {
   noSleep = [];
   reports = [];
   const s = shared;
-  stateLock(s.header);
+  stateLock(s);
   try {
     s.edges.fill(0);
   } finally {
-    stateUnlock(s.header);
+    stateUnlock(s);
   }
 }
 
