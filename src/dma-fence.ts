@@ -308,8 +308,9 @@ function ensureMailbox(d: Domain): number {
 }
 
 /**
- * The owner thread is leaving: its driver ops can never run again, so a fence it owns that has
- * not signalled never would. Like a driver that goes away, complete them with an error
+ * The owner thread is leaving: its driver ops can never run again, so a fence it owns that
+ * needs them to complete (an `enableSignaling` or `signaled` op) and has not signalled never
+ * would. Like a driver that goes away, complete them with an error
  * (-ENODEV) so that every waiter in another thread wakes up. Runs on a normal thread exit;
  * a worker killed with `terminate()` skips it.
  */
@@ -319,7 +320,10 @@ function failOwnedFences(): void {
     const lf = local[slot];
     if (!lf?.ops || d.gen(slot) !== lf.gen) continue;
     const b = d.base(slot);
-    if ((Atomics.load(d.i32, b + F.FLAGS) & SIGNALED) !== 0) continue;
+    const flags = Atomics.load(d.i32, b + F.FLAGS);
+    // Only fences whose completion needs the owner's ops (arming or polling); a fence with
+    // just a release or deadline op can still be signalled by any thread.
+    if ((flags & SIGNALED) !== 0 || (flags & (OP_ENABLE | OP_SIGNALED)) === 0) continue;
     Atomics.store(d.i32, b + F.ERROR, -ERRNO.ENODEV);
     signalSlot(d, slot, undefined);
   }

@@ -3,6 +3,69 @@
  *
  * @module
  */
+
+export {
+  DEFAULT_MAX_SEGMENT_SIZE,
+  Device,
+  type DeviceInit,
+  DmaDataDirection,
+  isDmaDirection,
+} from './device.js';
+export {
+  DMA_BUF_NAME_LEN,
+  DMA_BUF_SYNC_END,
+  DMA_BUF_SYNC_READ,
+  DMA_BUF_SYNC_RW,
+  DMA_BUF_SYNC_START,
+  DMA_BUF_SYNC_VALID_FLAGS_MASK,
+  DMA_BUF_SYNC_WRITE,
+  DmaBuf,
+  DmaBufAttachment,
+  type DmaBufAttachOps,
+  type DmaBufExportInfo,
+  type DmaBufInfo,
+  DmaBufMapping,
+  type DmaBufMessage,
+  type DmaBufMmapOptions,
+  type DmaBufOps,
+  type DmaBufVma,
+  type DmaBufWaitOptions,
+  dmaBufMapMemory,
+  dmaBufUnmapMemory,
+  FMODE_READ,
+  FMODE_WRITE,
+  type IosysMap,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  memoryExporterOps,
+  O_ACCMODE,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  PROT_NONE,
+  PROT_READ,
+  PROT_WRITE,
+  registerDmaBufExporter,
+  SEEK_CUR,
+  SEEK_END,
+  SEEK_SET,
+} from './dma-buf.js';
+export {
+  allocBacking,
+  type Backing,
+  BufferMemory,
+  type BufferMemoryDescriptor,
+  type MemoryChunk,
+  type MemoryPage,
+  type MemoryPiece,
+  MemoryView,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  pageAlign,
+} from './dma-buf-memory.js';
+export { dmaDebugEnabled, dmaDebugReports, setDmaDebug } from './dma-debug.js';
 export {
   DMA_FENCE_FLAG,
   DmaFence,
@@ -58,6 +121,14 @@ export {
   syncobjTimeoutNs,
 } from './drm-syncobj.js';
 export * from './lockdep.js';
+export {
+  DMA_MAPPING_ERROR,
+  SG_MAX_SEGMENT_UNLIMITED,
+  type SgDmaSegment,
+  SgEntry,
+  type SgPageIter,
+  SgTable,
+} from './scatterlist.js';
 export { DmaBufError, ERRNO, type ErrnoName, errnoName, MAX_ERRNO } from './substrate/errno.js';
 export type { SharedMessage } from './substrate/handle.js';
 export { SW_SYNC_DRIVER_NAME, SwSyncTimeline } from './sw-sync.js';
