@@ -161,16 +161,6 @@ const W_RESVGEN = 22;
 const W_XFLAGS = 23; // bit 0: registered exporter
 const X_REGISTERED = 1;
 
-function ld(d: Domain, slot: number, w: number): number {
-  const b = d.base(slot);
-  return Atomics.load(d.i32, b + w);
-}
-
-function st(d: Domain, slot: number, w: number, v: number): void {
-  const b = d.base(slot);
-  Atomics.store(d.i32, b + w, v);
-}
-
 function lockName(d: Domain, slot: number): void {
   const w = d.base(slot) + W_NAMELOCK;
   while (Atomics.compareExchange(d.i32, w, 0, 1) !== 0) {
@@ -300,8 +290,8 @@ function remember(slot: number, gen: number, memory: BufferMemory): LocalBuf {
 function opsHere(d: Domain, slot: number, gen: number): DmaBufOps | undefined {
   const l = localOf(slot, gen);
   if (l?.ops) return l.ops;
-  if ((ld(d, slot, W_XFLAGS) & X_REGISTERED) !== 0) {
-    return registry.get(d.name(ld(d, slot, W_EXPNAME)));
+  if ((d.ld(slot, W_XFLAGS) & X_REGISTERED) !== 0) {
+    return registry.get(d.name(d.ld(slot, W_EXPNAME)));
   }
   return undefined;
 }
@@ -332,7 +322,7 @@ function putBuf(slot: number, memory?: BufferMemory): void {
     finishRelease(d, slot, gen, ops, memory);
     return;
   }
-  const owner = ld(d, slot, W_OWNER) - 1;
+  const owner = d.ld(slot, W_OWNER) - 1;
   if (owner >= 0 && d.post(owner, MAIL_DMABUF_RELEASE, slot, gen)) return;
   // The owner thread is gone: nobody can run the op any more.
   finishRelease(d, slot, gen, undefined, memory);
@@ -345,8 +335,8 @@ function finishRelease(
   ops: DmaBufOps | undefined,
   memory: BufferMemory | undefined,
 ): void {
-  const vmaps = ld(d, slot, W_VMAP);
-  const attached = ld(d, slot, W_ATTACH);
+  const vmaps = d.ld(slot, W_VMAP);
+  const attached = d.ld(slot, W_ATTACH);
   if (attached !== 0) {
     process.emitWarning(`dma-buf released with ${attached} attachment(s) left`, 'DmaBufWarning');
   }
@@ -354,7 +344,7 @@ function finishRelease(
   try {
     ops?.release(buf);
   } finally {
-    const resv = ld(d, slot, W_RESV);
+    const resv = d.ld(slot, W_RESV);
     local.delete(slot);
     d.free(slot);
     if (d.put(resv)) resvRelease(d, resv);
@@ -578,13 +568,13 @@ export class DmaBuf extends SharedObject {
   /** The exporter's name (`exp_name`). */
   get expName(): string {
     const d = this._check();
-    return d.name(ld(d, this._slot, W_EXPNAME));
+    return d.name(d.ld(this._slot, W_EXPNAME));
   }
 
   /** `f_flags & (O_ACCMODE | O_NONBLOCK)`. */
   get flags(): number {
     const d = this._check();
-    return ld(d, this._slot, 0) & FLAGS_MASK;
+    return d.ld(this._slot, 0) & FLAGS_MASK;
   }
 
   /** `FMODE_READ` / `FMODE_WRITE` derived from the access mode. */
@@ -607,19 +597,19 @@ export class DmaBuf extends SharedObject {
   /** File references (every handle, mapping and in-flight message). */
   get refcount(): number {
     const d = this._check();
-    return ld(d, this._slot, 2);
+    return d.ld(this._slot, 2);
   }
 
   /** Number of attachments (all threads). */
   get attachmentCount(): number {
     const d = this._check();
-    return ld(d, this._slot, W_ATTACH);
+    return d.ld(this._slot, W_ATTACH);
   }
 
   /** The vmap count (all threads). */
   get vmapCount(): number {
     const d = this._check();
-    return ld(d, this._slot, W_VMAP);
+    return d.ld(this._slot, W_VMAP);
   }
 
   /**
@@ -629,8 +619,8 @@ export class DmaBuf extends SharedObject {
   get resv(): DmaResv {
     const d = this._check();
     if (this.#resv?.alive) return this.#resv;
-    const slot = ld(d, this._slot, W_RESV);
-    const gen = ld(d, this._slot, W_RESVGEN);
+    const slot = d.ld(this._slot, W_RESV);
+    const gen = d.ld(this._slot, W_RESVGEN);
     d.get(slot);
     const msg: SharedMessage = {
       $dmabuf: 'dma-resv',
@@ -648,10 +638,10 @@ export class DmaBuf extends SharedObject {
     const d = this._check();
     lockName(d, this._slot);
     try {
-      const len = ld(d, this._slot, W_NAMELEN);
+      const len = d.ld(this._slot, W_NAMELEN);
       if (len === 0) return null;
       const words = new Int32Array(8);
-      for (let i = 0; i < 8; i++) words[i] = ld(d, this._slot, W_NAME + i);
+      for (let i = 0; i < 8; i++) words[i] = d.ld(this._slot, W_NAME + i);
       return Buffer.from(words.buffer, 0, len - 1).toString('utf8');
     } finally {
       unlockName(d, this._slot);
@@ -673,7 +663,7 @@ export class DmaBuf extends SharedObject {
 
   #ops(op: OpName): DmaBufOps | undefined {
     const d = this._check();
-    if ((ld(d, this._slot, 0) & opBit(op)) === 0) return undefined;
+    if ((d.ld(this._slot, 0) & opBit(op)) === 0) return undefined;
     const ops = opsHere(d, this._slot, this._gen);
     if (!ops) {
       throw new DmaBufError(
@@ -720,8 +710,8 @@ export class DmaBuf extends SharedObject {
     const words = new Int32Array(padded.buffer);
     lockName(d, this._slot);
     try {
-      for (let i = 0; i < 8; i++) st(d, this._slot, W_NAME + i, words[i]!);
-      st(d, this._slot, W_NAMELEN, bytes.length + 1);
+      for (let i = 0; i < 8; i++) d.st(this._slot, W_NAME + i, words[i]!);
+      d.st(this._slot, W_NAMELEN, bytes.length + 1);
     } finally {
       unlockName(d, this._slot);
     }
@@ -985,7 +975,7 @@ export class DmaBuf extends SharedObject {
   /** @internal */
   _isDynamic(): boolean {
     const d = this._check();
-    return (ld(d, this._slot, 0) & opBit('pin')) !== 0;
+    return (d.ld(this._slot, 0) & opBit('pin')) !== 0;
   }
 }
 

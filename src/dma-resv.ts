@@ -148,23 +148,13 @@ const CHUNK_ENTRIES = 10;
 /** Larger reservations fail with ENOMEM up front (the region could not hold them anyway). */
 const MAX_RESERVE = 1 << 24;
 
-function ld(d: Domain, slot: number, off: number): number {
-  const b = d.base(slot);
-  return Atomics.load(d.i32, b + off);
-}
-
-function st(d: Domain, slot: number, off: number, v: number): void {
-  const b = d.base(slot);
-  Atomics.store(d.i32, b + off, v);
-}
-
 /** Word index of entry `i` of list `list` (views refreshed: read `d.i32` after calling). */
 function entryAt(d: Domain, list: number, i: number): number {
   if (i < HEAD_ENTRIES) return d.base(list) + L_FIRST + 2 * i;
   let j = i - HEAD_ENTRIES;
-  let c = ld(d, list, L_NEXT) - 1;
+  let c = d.ld(list, L_NEXT) - 1;
   while (j >= CHUNK_ENTRIES) {
-    c = ld(d, c, K_NEXT) - 1;
+    c = d.ld(c, K_NEXT) - 1;
     j -= CHUNK_ENTRIES;
   }
   return d.base(c) + K_FIRST + 2 * j;
@@ -184,22 +174,22 @@ function allocList(d: Domain, cap: number): number {
   try {
     for (let k = 0; k < chunks; k++) {
       const c = d.alloc(RecordType.EXT);
-      st(d, prev, prev === head ? L_NEXT : K_NEXT, c + 1);
+      d.st(prev, prev === head ? L_NEXT : K_NEXT, c + 1);
       prev = c;
     }
   } catch (e) {
     freeListRecords(d, head);
     throw e;
   }
-  st(d, head, L_MAX, HEAD_ENTRIES + chunks * CHUNK_ENTRIES);
+  d.st(head, L_MAX, HEAD_ENTRIES + chunks * CHUNK_ENTRIES);
   return head;
 }
 
 function freeListRecords(d: Domain, head: number): void {
-  let c = ld(d, head, L_NEXT) - 1;
+  let c = d.ld(head, L_NEXT) - 1;
   d.free(head);
   while (c >= 0) {
-    const next = ld(d, c, K_NEXT) - 1;
+    const next = d.ld(c, K_NEXT) - 1;
     d.free(c);
     c = next;
   }
@@ -212,7 +202,7 @@ function putList(d: Domain, head: number): void {
 
 /** Drops the list's references on its fences `[0, num)`. */
 function putListFences(d: Domain, list: number): void {
-  const num = ld(d, list, L_NUM);
+  const num = d.ld(list, L_NUM);
   for (let i = 0; i < num; i++) {
     const w = entryAt(d, list, i);
     putFence(Atomics.load(d.i32, w) >>> 2);
@@ -231,7 +221,7 @@ function publish(d: Domain, slot: number, list: number): void {
 }
 
 function currentList(d: Domain, slot: number): number {
-  return ld(d, slot, RV_LIST) - 1;
+  return d.ld(slot, RV_LIST) - 1;
 }
 
 function roundupPow2(n: number): number {
@@ -368,13 +358,13 @@ class UnlockedCursor {
   #restart(): void {
     this.#dropList();
     this.#snapshot();
-    this.num = this.#holdList() ? ld(this.d, this.list, L_NUM) : 0;
+    this.num = this.#holdList() ? this.d.ld(this.list, L_NUM) : 0;
     this.index = 0;
     this.restarted = true;
   }
 
   #changed(): boolean {
-    return ld(this.d, this.slot, RV_VER) !== this.ver;
+    return this.d.ld(this.slot, RV_VER) !== this.ver;
   }
 
   #walk(): void {
@@ -482,7 +472,7 @@ class LockedCursor {
     assertHeld(d, this.slot);
     this.restarted = false;
     for (;;) {
-      if (this.list < 0 || this.index >= ld(d, this.list, L_NUM)) {
+      if (this.list < 0 || this.index >= d.ld(this.list, L_NUM)) {
         this.fence = -1;
         return false;
       }
@@ -496,7 +486,7 @@ class LockedCursor {
   }
 
   get num(): number {
-    return this.list < 0 ? 0 : ld(this.d, this.list, L_NUM);
+    return this.list < 0 ? 0 : this.d.ld(this.list, L_NUM);
   }
 
   end(): void {
@@ -834,7 +824,7 @@ export class DmaResv extends SharedObject {
     const d = this._check();
     if (wwHeldBySelf(d, this._slot)) {
       const list = currentList(d, this._slot);
-      if (list >= 0) st(d, list, L_MAX, ld(d, list, L_NUM));
+      if (list >= 0) d.st(list, L_MAX, d.ld(list, L_NUM));
     }
     wwUnlock(d, this._slot, releaseResv);
   }
@@ -857,8 +847,8 @@ export class DmaResv extends SharedObject {
       throw new DmaBufError('EINVAL', 'reserveFences needs an integer count >= 0');
     }
     const old = currentList(d, slot);
-    const num = old >= 0 ? ld(d, old, L_NUM) : 0;
-    const max = old >= 0 ? ld(d, old, L_MAX) : 0;
+    const num = old >= 0 ? d.ld(old, L_NUM) : 0;
+    const max = old >= 0 ? d.ld(old, L_MAX) : 0;
     let cap: number;
     if (old >= 0 && max > 0) {
       if (num + n <= max) return;
@@ -879,7 +869,7 @@ export class DmaResv extends SharedObject {
       if (isSignaledSlot(d, w0 >>> 2, gen)) pruned.push(w0 >>> 2);
       else setEntry(d, list, j++, w0, gen);
     }
-    st(d, list, L_NUM, j);
+    d.st(list, L_NUM, j);
     publish(d, slot, list);
     for (const p of pruned) putFence(p);
     if (old >= 0) putList(d, old);
@@ -914,7 +904,7 @@ export class DmaResv extends SharedObject {
     if (list < 0) {
       throw new Error('BUG: dma_resv_add_fence without dma_resv_reserve_fences (no fence list)');
     }
-    const num = ld(d, list, L_NUM);
+    const num = d.ld(list, L_NUM);
     const w0 = (fs << 2) | usage;
     for (let i = 0; i < num; i++) {
       const w = entryAt(d, list, i);
@@ -931,7 +921,7 @@ export class DmaResv extends SharedObject {
         return;
       }
     }
-    if (num >= ld(d, list, L_MAX)) {
+    if (num >= d.ld(list, L_MAX)) {
       throw new Error(
         'BUG: dma_resv_add_fence without a reserved slot (reserveFences since the lock was taken)',
       );
@@ -939,7 +929,7 @@ export class DmaResv extends SharedObject {
     d.get(fs);
     setEntry(d, list, num, w0, fg);
     // The entry is written before the count that makes it visible (smp_store_mb).
-    st(d, list, L_NUM, num + 1);
+    d.st(list, L_NUM, num + 1);
   }
 
   /**
@@ -960,7 +950,7 @@ export class DmaResv extends SharedObject {
     if (list < 0) return;
     const rs = replacement._slot;
     const w0 = (rs << 2) | usage;
-    const num = ld(d, list, L_NUM);
+    const num = d.ld(list, L_NUM);
     for (let i = 0; i < num; i++) {
       const w = entryAt(d, list, i);
       const old = Atomics.load(d.i32, w) >>> 2;
@@ -1000,7 +990,7 @@ export class DmaResv extends SharedObject {
         }
         d.get(c.fence);
         setEntry(d, list, n++, (c.fence << 2) | c.fenceUsage, c.fenceGen);
-        st(d, list, L_NUM, n);
+        d.st(list, L_NUM, n);
       }
     } catch (e) {
       if (list >= 0) {
@@ -1199,6 +1189,6 @@ export class DmaResv extends SharedObject {
   get maxFences(): number {
     const d = this._check();
     const list = currentList(d, this._slot);
-    return list < 0 ? 0 : ld(d, list, L_MAX);
+    return list < 0 ? 0 : d.ld(list, L_MAX);
   }
 }

@@ -86,28 +86,6 @@ import { lockWord, unlockWord } from './substrate/lock.js';
 import { type WaitTarget, waitUntil, waitUntilAsync } from './substrate/waiter.js';
 import { SyncFile, syncFileGetFence } from './sync-file.js';
 
-// Shared-word accessors: the record's base is computed first, so that a view refreshed by it
-// (the region grew in another thread) is the one used.
-function ld(d: Domain, slot: number, w: number): number {
-  const b = d.base(slot);
-  return Atomics.load(d.i32, b + w);
-}
-
-function st(d: Domain, slot: number, w: number, v: number): void {
-  const b = d.base(slot);
-  Atomics.store(d.i32, b + w, v);
-}
-
-function add32(d: Domain, slot: number, w: number, v: number): number {
-  const b = d.base(slot);
-  return Atomics.add(d.i32, b + w, v);
-}
-
-function ld64(d: Domain, slot: number, w: number): bigint {
-  const b = d.base64(slot);
-  return Atomics.load(d.i64, b + w);
-}
-
 // ---- uapi constants (include/uapi/drm/drm.h) ----------------------------------------------------
 
 export const DRM_SYNCOBJ_CREATE_SIGNALED = 1 << 0;
@@ -241,7 +219,7 @@ function stubRef(d: Domain): number {
 /** `drm_syncobj_fence_get`: the current fence with a new reference, or -1. */
 function fenceGet(d: Domain, so: number): number {
   lockSyncobj(d, so);
-  const f = ld(d, so, S_FENCE) - 1;
+  const f = d.ld(so, S_FENCE) - 1;
   if (f >= 0) d.get(f);
   unlockSyncobj(d, so);
   return f;
@@ -294,7 +272,7 @@ function lookup(d: Domain, so: number, point: bigint): number {
 }
 
 function isSignaledBit(d: Domain, f: number): boolean {
-  return (ld(d, f, F.FLAGS) & SIGNALED) !== 0;
+  return (d.ld(f, F.FLAGS) & SIGNALED) !== 0;
 }
 
 // ---- waiter and eventfd nodes -------------------------------------------------------------------
@@ -309,38 +287,38 @@ function allocNode(d: Domain, point: bigint, mode: number, bell: number): number
 }
 
 function nodePoint(d: Domain, n: number): bigint {
-  return BigInt.asUintN(64, ld64(d, n, N_POINT64));
+  return BigInt.asUintN(64, d.ld64(n, N_POINT64));
 }
 
 function nodeState(d: Domain, n: number): number {
-  return ld(d, n, N_STATE);
+  return d.ld(n, N_STATE);
 }
 
 /** Appends node `n` to the list at word `S_CB_HEAD` or `S_EV_HEAD` of `so` (lock held). */
 function linkNode(d: Domain, so: number, list: number, n: number): void {
-  const head = ld(d, so, list);
+  const head = d.ld(so, list);
   if (head === 0) {
-    st(d, so, list, n + 1);
+    d.st(so, list, n + 1);
     return;
   }
   let last = head - 1;
-  for (let next = ld(d, last, N_NEXT); next !== 0; ) {
+  for (let next = d.ld(last, N_NEXT); next !== 0; ) {
     last = next - 1;
-    next = ld(d, last, N_NEXT);
+    next = d.ld(last, N_NEXT);
   }
-  st(d, last, N_NEXT, n + 1);
+  d.st(last, N_NEXT, n + 1);
 }
 
 /** Removes node `n` from a list of `so` if it is there (lock held). */
 function unlinkNode(d: Domain, so: number, list: number, n: number): void {
   let prev = -1;
-  let it = ld(d, so, list);
+  let it = d.ld(so, list);
   while (it !== 0) {
-    const next = ld(d, it - 1, N_NEXT);
+    const next = d.ld(it - 1, N_NEXT);
     if (it - 1 === n) {
-      if (prev < 0) st(d, so, list, next);
-      else st(d, prev, N_NEXT, next);
-      st(d, n, N_NEXT, 0);
+      if (prev < 0) d.st(so, list, next);
+      else d.st(prev, N_NEXT, next);
+      d.st(n, N_NEXT, 0);
       return;
     }
     prev = it - 1;
@@ -376,11 +354,11 @@ function settleNode(d: Domain, n: number, fence: number): void {
 function runLists(d: Domain, so: number): void {
   for (const list of LISTS) {
     let prev = -1;
-    let it = ld(d, so, list);
+    let it = d.ld(so, list);
     while (it !== 0) {
       const n = it - 1;
-      const next = ld(d, n, N_NEXT);
-      const head = ld(d, so, S_FENCE) - 1;
+      const next = d.ld(n, N_NEXT);
+      const head = d.ld(so, S_FENCE) - 1;
       let found = MISSING;
       if (head >= 0) {
         d.get(head);
@@ -389,9 +367,9 @@ function runLists(d: Domain, so: number): void {
       if (found === MISSING) {
         prev = n;
       } else {
-        if (prev < 0) st(d, so, list, next);
-        else st(d, prev, N_NEXT, next);
-        st(d, n, N_NEXT, 0);
+        if (prev < 0) d.st(so, list, next);
+        else d.st(prev, N_NEXT, next);
+        d.st(n, N_NEXT, 0);
         settleNode(d, n, found);
       }
       it = next;
@@ -406,7 +384,7 @@ function runLists(d: Domain, so: number): void {
 function addWaitNode(d: Domain, so: number, list: number, n: number): number {
   lockSyncobj(d, so);
   try {
-    const head = ld(d, so, S_FENCE) - 1;
+    const head = d.ld(so, S_FENCE) - 1;
     let found = MISSING;
     if (head >= 0) {
       d.get(head);
@@ -429,7 +407,7 @@ function retireNode(d: Domain, so: number, list: number, n: number): number {
     if (nodeState(d, n) === PENDING) unlinkNode(d, so, list, n);
     unlockSyncobj(d, so);
   }
-  const f = nodeState(d, n) === RESOLVED ? ld(d, n, N_FENCE) - 1 : -1;
+  const f = nodeState(d, n) === RESOLVED ? d.ld(n, N_FENCE) - 1 : -1;
   d.free(n);
   return f;
 }
@@ -474,12 +452,12 @@ function addPointSlot(d: Domain, so: number, fence: number, point: bigint): void
   let prev: number;
   lockSyncobj(d, so);
   try {
-    prev = ld(d, so, S_FENCE) - 1;
+    prev = d.ld(so, S_FENCE) - 1;
     // A non-increasing point only merits a debug message in the kernel: accepted as is.
     const node = chainInit(d, prev, fence, point);
     // The syncobj's reference on the old head becomes ours (for the walk below).
-    st(d, so, S_FENCE, node + 1);
-    add32(d, so, S_SEQ, 1);
+    d.st(so, S_FENCE, node + 1);
+    d.add32(so, S_SEQ, 1);
     runLists(d, so);
   } finally {
     unlockSyncobj(d, so);
@@ -670,8 +648,8 @@ class ArrayWait {
       const n = this.nodes[i]!;
       if (n >= 0 && this.fences[i]! < 0 && nodeState(d, n) === RESOLVED) {
         // The point appeared: the node captured its fence for us; the node is retired later.
-        this.fences[i] = ld(d, n, N_FENCE) - 1;
-        st(d, n, N_FENCE, 0);
+        this.fences[i] = d.ld(n, N_FENCE) - 1;
+        d.st(n, N_FENCE, 0);
         this.epoch++;
       }
     }
@@ -1150,7 +1128,7 @@ export class SyncobjEventfd {
     const target: WaitTarget = { region: d.region, index: nb + N_STATE, sleepers: -1 };
     await waitUntilAsync(target, () => nodeState(d, n) !== PENDING, Number.POSITIVE_INFINITY);
     const state = nodeState(d, n);
-    const f = state === RESOLVED ? ld(d, n, N_FENCE) - 1 : -1;
+    const f = state === RESOLVED ? d.ld(n, N_FENCE) - 1 : -1;
     d.free(n);
     this.#node = -1;
     if (f < 0 || this.#cancelled) {
@@ -1234,7 +1212,7 @@ export class SyncobjEventfd {
 
 /** Resolves one registered node if its point exists (lock held). */
 function runOne(d: Domain, so: number, n: number): void {
-  const head = ld(d, so, S_FENCE) - 1;
+  const head = d.ld(so, S_FENCE) - 1;
   if (head < 0) return;
   d.get(head);
   const found = findPoint(d, head, nodePoint(d, n));
@@ -1254,11 +1232,11 @@ function putSyncobj(slot: number): void {
   lockSyncobj(d, slot);
   try {
     for (;;) {
-      const head = ld(d, slot, S_EV_HEAD);
+      const head = d.ld(slot, S_EV_HEAD);
       if (head === 0) break;
       const n = head - 1;
-      st(d, slot, S_EV_HEAD, ld(d, n, N_NEXT));
-      st(d, n, N_NEXT, 0);
+      d.st(slot, S_EV_HEAD, d.ld(n, N_NEXT));
+      d.st(n, N_NEXT, 0);
       settleNode(d, n, -1);
     }
   } finally {
@@ -1396,7 +1374,7 @@ export class DrmSyncobj extends SharedObject {
   /** Bumped on every change of the fence pointer. */
   get changes(): number {
     const d = this._check();
-    return ld(d, this._slot, S_SEQ);
+    return d.ld(this._slot, S_SEQ);
   }
 
   /** `drm_syncobj_fence_get`: the current fence as a new handle, or null when empty. */

@@ -54,28 +54,6 @@ import { claim, HandleKind, type SharedMessage, SharedObject } from './substrate
 import { lockWord, unlockWord } from './substrate/lock.js';
 import { SYNC_NAME_MAX_BYTES, SyncFile, syncFileGetFence, truncateUtf8 } from './sync-file.js';
 
-// Shared-word accessors: the record's base is computed first, so that a view refreshed by it
-// (the region grew in another thread) is the one used.
-function ld(d: Domain, slot: number, w: number): number {
-  const b = d.base(slot);
-  return Atomics.load(d.i32, b + w);
-}
-
-function st(d: Domain, slot: number, w: number, v: number): void {
-  const b = d.base(slot);
-  Atomics.store(d.i32, b + w, v);
-}
-
-function add32(d: Domain, slot: number, w: number, v: number): number {
-  const b = d.base(slot);
-  return Atomics.add(d.i32, b + w, v);
-}
-
-function ld64(d: Domain, slot: number, w: number): bigint {
-  const b = d.base64(slot);
-  return Atomics.load(d.i64, b + w);
-}
-
 // Timeline record words.
 const T_LOCK = 3;
 const T_VALUE = 4;
@@ -161,7 +139,7 @@ function popReached(d: Domain, slot: number): number {
 
 /** Unlinks and frees the first pending node; returns its fence slot (the list's reference). */
 function popHead(d: Domain, slot: number): number {
-  const head = ld(d, slot, T_HEAD);
+  const head = d.ld(slot, T_HEAD);
   const nb = d.base(head - 1);
   const next = Atomics.load(d.i32, nb + P_NEXT);
   const fence = Atomics.load(d.i32, nb + P_FENCE);
@@ -196,7 +174,7 @@ function putTimeline(slot: number): void {
   const toPut: number[] = [];
   lockTimeline(d, slot);
   try {
-    while (ld(d, slot, T_HEAD) !== 0) {
+    while (d.ld(slot, T_HEAD) !== 0) {
       const fence = popHead(d, slot);
       toPut.push(fence);
       const fb = d.base(fence);
@@ -306,19 +284,19 @@ export class SwSyncTimeline extends SharedObject {
   /** The timeline's name (the timeline name of its fences). */
   get name(): string {
     const d = this._check();
-    return d.name(ld(d, this._slot, T_NAME));
+    return d.name(d.ld(this._slot, T_NAME));
   }
 
   /** The fence context of the timeline's points. */
   get context(): bigint {
     const d = this._check();
-    return BigInt.asUintN(64, ld64(d, this._slot, T_CONTEXT64));
+    return BigInt.asUintN(64, d.ld64(this._slot, T_CONTEXT64));
   }
 
   /** The current value, as the kernel's int (wraps past INT_MAX). */
   get value(): number {
     const d = this._check();
-    return ld(d, this._slot, T_VALUE);
+    return d.ld(this._slot, T_VALUE);
   }
 
   /** The values of the pending points in list (signalling) order, as u32 (sync/info). */
@@ -327,7 +305,7 @@ export class SwSyncTimeline extends SharedObject {
     const out: number[] = [];
     lockTimeline(d, this._slot);
     try {
-      for (let n = ld(d, this._slot, T_HEAD); n !== 0; ) {
+      for (let n = d.ld(this._slot, T_HEAD); n !== 0; ) {
         const nb = d.base(n - 1);
         out.push(Atomics.load(d.i32, nb + P_SEQNO) >>> 0);
         n = Atomics.load(d.i32, nb + P_NEXT);
@@ -378,7 +356,7 @@ export class SwSyncTimeline extends SharedObject {
       let prev = 0;
       let it = Atomics.load(d.i32, b + T_HEAD);
       const tail = Atomics.load(d.i32, b + T_TAIL);
-      if (tail !== 0 && ((seq - ld(d, tail - 1, P_SEQNO)) | 0) > 0) {
+      if (tail !== 0 && ((seq - d.ld(tail - 1, P_SEQNO)) | 0) > 0) {
         prev = tail;
         it = 0;
       }
@@ -410,9 +388,9 @@ export class SwSyncTimeline extends SharedObject {
       Atomics.store(d.i32, nb + P_NEXT, it);
       const tb = d.base(slot);
       if (prev === 0) Atomics.store(d.i32, tb + T_HEAD, node + 1);
-      else st(d, prev - 1, P_NEXT, node + 1);
-      if (it === 0) st(d, slot, T_TAIL, node + 1);
-      add32(d, slot, T_PENDING, 1);
+      else d.st(prev - 1, P_NEXT, node + 1);
+      if (it === 0) d.st(slot, T_TAIL, node + 1);
+      d.add32(slot, T_PENDING, 1);
       return f;
     } finally {
       unlockTimeline(d, slot);
@@ -420,7 +398,7 @@ export class SwSyncTimeline extends SharedObject {
   }
 
   #newFence(d: Domain, value: number): DmaFence {
-    const timelineName = d.name(ld(d, this._slot, T_NAME));
+    const timelineName = d.name(d.ld(this._slot, T_NAME));
     return new DmaFence(this.context, BigInt(value), {
       driverName: SW_SYNC_DRIVER_NAME,
       timelineName,
@@ -490,6 +468,6 @@ export class SwSyncTimeline extends SharedObject {
 /** Whether `fence` is a sw_sync point (a plain fence of the sw_sync driver). */
 function isSwSyncPoint(d: Domain, fence: DmaFence): boolean {
   if (kindOf(d, fence._slot) !== FenceKindId.PLAIN) return false;
-  const names = ld(d, fence._slot, F.NAMES);
+  const names = d.ld(fence._slot, F.NAMES);
   return names >>> 16 === d.intern(SW_SYNC_DRIVER_NAME);
 }

@@ -44,11 +44,6 @@ import { claim, HandleKind, type SharedMessage, SharedObject } from './substrate
 
 // Shared-word accessor: the record's base is computed first, so that a view refreshed by it
 // (the region grew in another thread) is the one used.
-function ld(d: Domain, slot: number, w: number): number {
-  const b = d.base(slot);
-  return Atomics.load(d.i32, b + w);
-}
-
 // Record words (3..23 are ours).
 const S_FENCE = 3;
 /** Interned user name + 1 (0: none, the name is derived). */
@@ -106,7 +101,7 @@ const TOKEN: unique symbol = Symbol('sync-file');
 function putSyncFile(slot: number): void {
   const d = domain();
   if (!d.put(slot)) return;
-  const fence = ld(d, slot, S_FENCE);
+  const fence = d.ld(slot, S_FENCE);
   d.free(slot);
   putFence(fence);
 }
@@ -144,7 +139,7 @@ export function truncateUtf8(s: string, max: number): string {
  * memory (interned strings, safe to read at any time, also after the fence signalled).
  */
 export function fenceNames(d: Domain, slot: number): { driver: string; timeline: string } {
-  const names = ld(d, slot, F.NAMES);
+  const names = d.ld(slot, F.NAMES);
   return { driver: d.name(names >>> 16), timeline: d.name(names & 0xffff) };
 }
 
@@ -252,7 +247,7 @@ export class SyncFile extends SharedObject {
   /** The fence, as a new handle the caller disposes (`sync_file_get_fence`). */
   getFence(): DmaFence {
     const d = this._check();
-    const f = ld(d, this._slot, S_FENCE);
+    const f = d.ld(this._slot, S_FENCE);
     d.get(f);
     return wrapFence(f, d.gen(f), true);
   }
@@ -260,7 +255,7 @@ export class SyncFile extends SharedObject {
   /** The name (`sync_file_get_name`): the merge name, or derived from the fence. */
   get name(): string {
     const d = this._check();
-    const id = ld(d, this._slot, S_NAME);
+    const id = d.ld(this._slot, S_NAME);
     if (id !== 0) return d.name(id - 1);
     const f = this.getFence();
     try {
@@ -349,7 +344,7 @@ export class SyncFile extends SharedObject {
   }
 
   #infoName(d: Domain, f: DmaFence): string {
-    const id = ld(d, this._slot, S_NAME);
+    const id = d.ld(this._slot, S_NAME);
     return truncateUtf8(id !== 0 ? d.name(id - 1) : derivedName(d, f), SYNC_NAME_MAX_BYTES);
   }
 

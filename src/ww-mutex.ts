@@ -168,18 +168,6 @@ export function wwError(code: number, what: string): DmaBufError {
   return new DmaBufError('EINTR', `${what}: interrupted by AbortSignal`);
 }
 
-/** Loads word `off` of record `slot` (refreshing the views first: see Domain.base). */
-function ld(d: Domain, slot: number, off: number): number {
-  const b = d.base(slot);
-  return Atomics.load(d.i32, b + off);
-}
-
-/** Stores word `off` of record `slot`. */
-function st(d: Domain, slot: number, off: number, v: number): void {
-  const b = d.base(slot);
-  Atomics.store(d.i32, b + off, v);
-}
-
 // ---- classes ----------------------------------------------------------------------------------
 
 const classesByName = new Map<string, WwClass>();
@@ -400,19 +388,19 @@ export class WwAcquireCtx extends SharedObject {
   /** Number of locks the context holds. */
   get acquired(): number {
     const d = this._check();
-    return ld(d, this._slot, C_ACQUIRED);
+    return d.ld(this._slot, C_ACQUIRED);
   }
 
   /** True once an older context wounded this one (Wound-Wait; cleared when it holds nothing). */
   get wounded(): boolean {
     const d = this._check();
-    return ld(d, this._slot, C_WOUNDED) !== 0;
+    return d.ld(this._slot, C_WOUNDED) !== 0;
   }
 
   /** True after `done()`. */
   get isDone(): boolean {
     const d = this._check();
-    return (ld(d, this._slot, C_STATE) & ST_DONE) !== 0;
+    return (d.ld(this._slot, C_STATE) & ST_DONE) !== 0;
   }
 
   /**
@@ -476,11 +464,11 @@ export type ReleaseFn = (d: Domain, slot: number) => void;
 /** @internal Initialises the mutex words of record `slot`. */
 export function wwInit(d: Domain, slot: number, cls: WwClass): void {
   const w = cls._word(d);
-  st(d, slot, MUTEX_OFF + MX_CLASS, w);
+  d.st(slot, MUTEX_OFF + MX_CLASS, w);
 }
 
 function classOf(d: Domain, slot: number): WwClass {
-  return WwClass._fromWord(d, ld(d, slot, MUTEX_OFF + MX_CLASS));
+  return WwClass._fromWord(d, d.ld(slot, MUTEX_OFF + MX_CLASS));
 }
 
 function ctxPut(d: Domain, slot: number): void {
@@ -547,7 +535,7 @@ function annotateAcquire(
   trylock: boolean,
 ): boolean {
   if (!lockdepEnabled()) return false;
-  if (ctx && ld(d, ctx._slot, C_ACQUIRED) !== 0) return false;
+  if (ctx && d.ld(ctx._slot, C_ACQUIRED) !== 0) return false;
   lockAcquire(classOf(d, slot)._mutexClass, trylock ? { trylock: true } : undefined);
   return true;
 }
@@ -652,11 +640,11 @@ class Waiter {
     const d = this.d;
     const node = d.alloc(RecordType.EXT);
     this.node = node;
-    st(d, node, N_STAMP, this.ctx ? this.ctx._stamp : 0);
-    st(d, node, N_CTX, this.ctx ? 1 : 0);
+    d.st(node, N_STAMP, this.ctx ? this.ctx._stamp : 0);
+    d.st(node, N_CTX, this.ctx ? 1 : 0);
     if (this.ctx) {
-      st(d, this.ctx._slot, C_WAITGEN, d.gen(this.slot));
-      st(d, this.ctx._slot, C_WAITSLOT, this.slot + 1);
+      d.st(this.ctx._slot, C_WAITGEN, d.gen(this.slot));
+      d.st(this.ctx._slot, C_WAITSLOT, this.slot + 1);
     }
     const mb = d.base(this.slot) + MUTEX_OFF;
     lockWord(d.region, mb + MX_WLOCK);
@@ -713,24 +701,24 @@ class Waiter {
   #insert(mb: number): boolean {
     const d = this.d;
     const nodes: number[] = [];
-    for (let n = Atomics.load(d.i32, mb + MX_HEAD); n !== 0; n = ld(d, n - 1, N_NEXT)) {
+    for (let n = Atomics.load(d.i32, mb + MX_HEAD); n !== 0; n = d.ld(n - 1, N_NEXT)) {
       nodes.push(n - 1);
     }
     let pos = nodes.length;
     if (this.ctx) {
       const me = this.ctx._stamp;
       for (let i = nodes.length - 1; i >= 0; i--) {
-        if (ld(d, nodes[i]!, N_CTX) !== 1) continue;
-        if (wwStampAfter(me, ld(d, nodes[i]!, N_STAMP))) break;
+        if (d.ld(nodes[i]!, N_CTX) !== 1) continue;
+        if (wwStampAfter(me, d.ld(nodes[i]!, N_STAMP))) break;
         pos = i;
       }
     }
-    st(d, this.node, N_NEXT, pos < nodes.length ? nodes[pos]! + 1 : 0);
+    d.st(this.node, N_NEXT, pos < nodes.length ? nodes[pos]! + 1 : 0);
     d.base(this.slot);
     if (pos === 0) Atomics.store(d.i32, mb + MX_HEAD, this.node + 1);
-    else st(d, nodes[pos - 1]!, N_NEXT, this.node + 1);
+    else d.st(nodes[pos - 1]!, N_NEXT, this.node + 1);
     for (let i = pos; i < nodes.length; i++) {
-      if (ld(d, nodes[i]!, N_CTX) === 1) return true;
+      if (d.ld(nodes[i]!, N_CTX) === 1) return true;
     }
     return false;
   }
@@ -739,13 +727,13 @@ class Waiter {
     const d = this.d;
     const me = this.node;
     if (me < 0) return;
-    const next = ld(d, me, N_NEXT);
+    const next = d.ld(me, N_NEXT);
     d.base(this.slot);
     let prev = -1;
     for (
       let n = Atomics.load(d.i32, mb + MX_HEAD);
       n !== 0 && n - 1 !== me;
-      n = ld(d, prev, N_NEXT)
+      n = d.ld(prev, N_NEXT)
     ) {
       prev = n - 1;
     }
@@ -753,13 +741,13 @@ class Waiter {
       d.base(this.slot);
       Atomics.store(d.i32, mb + MX_HEAD, next);
     } else {
-      st(d, prev, N_NEXT, next);
+      d.st(prev, N_NEXT, next);
     }
     d.base(this.slot);
     Atomics.sub(d.i32, mb + MX_NWAIT, 1);
     this.node = -1;
     d.free(me);
-    if (this.ctx) st(d, this.ctx._slot, C_WAITSLOT, 0);
+    if (this.ctx) d.st(this.ctx._slot, C_WAITSLOT, 0);
   }
 
   /** One round of the kernel's wait loop (caller holds the wait lock). */
@@ -791,11 +779,11 @@ class Waiter {
       }
       // Any context waiter ahead of us is older (the queue is in stamp order): die.
       for (let n = Atomics.load(i32, mb + MX_HEAD); n !== 0 && n - 1 !== this.node; ) {
-        if (ld(d, n - 1, N_CTX) === 1) {
+        if (d.ld(n - 1, N_CTX) === 1) {
           this.#dequeue(mb);
           return WW_EDEADLK;
         }
-        n = ld(d, n - 1, N_NEXT);
+        n = d.ld(n - 1, N_NEXT);
       }
       return PENDING;
     }
@@ -910,7 +898,7 @@ export function wwLock(
 }
 
 function acquiredCount(d: Domain, ctx: WwAcquireCtx): number {
-  return ld(d, ctx._slot, C_ACQUIRED);
+  return d.ld(ctx._slot, C_ACQUIRED);
 }
 
 /**
@@ -988,7 +976,7 @@ export function wwHeldBySelf(d: Domain, slot: number): boolean {
   if (owner <= 0) return false;
   const cs = Atomics.load(d.i32, mb + MX_CTX);
   if (cs === 0) return false;
-  return ld(d, cs - 1, C_THREAD) === SELF && ld(d, cs - 1, C_STAMP) === owner;
+  return d.ld(cs - 1, C_THREAD) === SELF && d.ld(cs - 1, C_STAMP) === owner;
 }
 
 /**
@@ -1034,7 +1022,7 @@ export function wwUnlock(d: Domain, slot: number, release: ReleaseFn): void {
 
 /** @internal True while mutex `slot` is held. */
 export function wwIsLocked(d: Domain, slot: number): boolean {
-  return ld(d, slot, MUTEX_OFF + MX_OWNER) !== 0;
+  return d.ld(slot, MUTEX_OFF + MX_OWNER) !== 0;
 }
 
 /**
@@ -1052,7 +1040,7 @@ export function wwLockingCtx(d: Domain, slot: number): WwAcquireCtx | null {
   const mine = localCtx.get(cs - 1)?.deref();
   if (mine && mine._gen === cg && mine.alive) return mine;
   if (!d.isLive(cs - 1, cg, RecordType.WW_ACQUIRE_CTX)) return null;
-  if (ld(d, cs - 1, C_STAMP) !== owner) return null;
+  if (d.ld(cs - 1, C_STAMP) !== owner) return null;
   return WwAcquireCtx._borrow(cs - 1, cg);
 }
 

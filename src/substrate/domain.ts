@@ -229,6 +229,30 @@ export class Domain {
     return this.i64;
   }
 
+  /** Word `w` of record `slot` (atomic load; the record's base is computed first). */
+  ld(slot: number, w: number): number {
+    const b = this.base(slot);
+    return Atomics.load(this.i32, b + w);
+  }
+
+  /** Stores word `w` of record `slot` (atomic). */
+  st(slot: number, w: number, v: number): void {
+    const b = this.base(slot);
+    Atomics.store(this.i32, b + w, v);
+  }
+
+  /** Adds to word `w` of record `slot` (atomic); returns the old value. */
+  add32(slot: number, w: number, v: number): number {
+    const b = this.base(slot);
+    return Atomics.add(this.i32, b + w, v);
+  }
+
+  /** 64-bit word `w` (in 64-bit units from the record start) of record `slot` (atomic load). */
+  ld64(slot: number, w: number): bigint {
+    const b = this.base64(slot);
+    return Atomics.load(this.i64, b + w);
+  }
+
   /** Index of the record's first 64-bit word in `i64` (refreshes like `base`). */
   base64(slot: number): number {
     return this.base(slot) >> 1;
