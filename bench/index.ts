@@ -5,7 +5,6 @@
  * exports a `BenchGroup` and add ONE line at the end of the list:
  *
  *     register((await import('./fence.js')).fenceGroup);
-register((await import('./resv.js')).resvGroup);
  *
  * @module
  */
@@ -49,5 +48,6 @@ register(baselineGroup);
 register((await import('./fence.js')).fenceGroup);
 register((await import('./resv.js')).resvGroup);
 register((await import('./syncobj.js')).syncobjGroup);
+register((await import('./heaps.js')).heapsGroup);
 
 process.exitCode = await main();

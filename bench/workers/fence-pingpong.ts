@@ -7,6 +7,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { DmaFence, type SharedMessage } from '../../src/index.js';
+import { awaitWaiter } from './handshake.js';
 
 /** `workerData` of this worker. */
 export interface FencePingPongData {
@@ -15,7 +16,7 @@ export interface FencePingPongData {
   hops: number;
   warmup: number;
   sleepMs: number;
-  /** 16 bytes: Int32 sleep slot at 0, Int32 start barrier at 4. */
+  /** 16 bytes: Int32 sleep slot at 0, Int32 start barrier at 4, Int32 "waiting for hop" at 8. */
   sab: SharedArrayBuffer;
   /** One message per fence; fence k carries hop k + 1. */
   fences: SharedMessage[];
@@ -25,11 +26,13 @@ const data = workerData as FencePingPongData;
 const fences = data.fences.map((m) => DmaFence.import(m));
 const sleepWord = new Int32Array(data.sab, 0, 1);
 const ready = new Int32Array(data.sab, 4, 1);
+const waiting = new Int32Array(data.sab, 8, 1);
 const total = data.warmup + data.hops;
 const latenciesUs = new Float64Array(data.hops);
 
 function signal(hop: number): void {
   if (data.mode === 'sync-sleep') Atomics.wait(sleepWord, 0, 0, data.sleepMs);
+  else awaitWaiter(waiting, hop);
   fences[hop - 1]!.signal();
 }
 
@@ -59,6 +62,7 @@ async function run(): Promise<void> {
   for (let i = 0; i < total; i++) {
     const hop = data.role === 0 ? 2 * i + 2 : 2 * i + 1;
     const f = fences[hop - 1]!;
+    Atomics.store(waiting, 0, hop);
     if (data.mode === 'async') await f.wait({ timeout: 20_000 });
     else f.waitSync({ timeout: 20_000 });
     const now = process.hrtime.bigint();

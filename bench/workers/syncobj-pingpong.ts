@@ -18,6 +18,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { DmaFence } from '../../src/dma-fence.js';
 import { DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT, DrmSyncobj } from '../../src/drm-syncobj.js';
 import type { SharedMessage } from '../../src/substrate/handle.js';
+import { awaitWaiter } from './handshake.js';
 
 /** `workerData` of this worker. */
 export interface SyncobjPingPongData {
@@ -25,7 +26,7 @@ export interface SyncobjPingPongData {
   mode: 'host' | 'fence';
   hops: number;
   warmup: number;
-  /** Int32 start barrier at 0, then one BigInt64 stamp per point from byte 8. */
+  /** Int32 start barrier at 0, Int32 "waiting for point" at 4, then one BigInt64 stamp per point from byte 8. */
   sab: SharedArrayBuffer;
   syncobj: SharedMessage;
   /** `fence` mode: fence k - 1 is the fence of point k. */
@@ -36,6 +37,7 @@ const data = workerData as SyncobjPingPongData;
 const tl = DrmSyncobj.import(data.syncobj);
 const fences = data.fences.map((m) => DmaFence.import(m));
 const ready = new Int32Array(data.sab, 0, 1);
+const waiting = new Int32Array(data.sab, 4, 1);
 const stamps = new BigInt64Array(data.sab, 8);
 const total = data.warmup + data.hops;
 const latenciesUs = new Float64Array(data.hops);
@@ -53,6 +55,7 @@ function submitUpTo(upTo: number): void {
 }
 
 function signal(point: number): void {
+  awaitWaiter(waiting, point);
   if (data.mode === 'host') {
     Atomics.store(stamps, point, process.hrtime.bigint());
     tl.timelineSignal(BigInt(point));
@@ -90,6 +93,7 @@ function run(): void {
   for (let i = 0; i < total; i++) {
     const point = data.role === 0 ? 2 * i + 2 : 2 * i + 1;
     points[0] = BigInt(point);
+    Atomics.store(waiting, 0, point);
     DrmSyncobj.waitSync([tl], opts);
     const now = process.hrtime.bigint();
     const from = data.mode === 'host' ? Atomics.load(stamps, point) : fences[point - 1]!.timestamp;
