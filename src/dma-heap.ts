@@ -302,6 +302,11 @@ export class Arena {
     }
   }
 
+  /** Pages held by the pools (lock held). */
+  pooledPages(): number {
+    return this.i32[A_POOLED_PAGES]!;
+  }
+
   hasPools(): boolean {
     return this.i32[A_POOL_CAP + 2]! > 0;
   }
@@ -385,16 +390,28 @@ export interface DmaHeapStats {
 export type HeapAllocator = (arena: Arena, size: number) => MemoryChunk[];
 
 const allocators = new Map<HeapKind, HeapAllocator>();
-const freers = new Map<HeapKind, (arena: Arena, chunks: readonly MemoryChunk[]) => void>();
 
-/** @internal Heap implementations register their allocate/free here (module load). */
-export function registerHeapKind(
-  kind: HeapKind,
-  allocate: HeapAllocator,
-  free: (arena: Arena, chunks: readonly MemoryChunk[]) => void,
-): void {
+/** @internal Heap implementations register their allocator here (module load). */
+export function registerHeapKind(kind: HeapKind, allocate: HeapAllocator): void {
   allocators.set(kind, allocate);
-  freers.set(kind, free);
+}
+
+/**
+ * Frees a buffer's chunks into their arena: to the per-order pools when the arena has them
+ * (system heap), else straight back to the page bitmap (CMA). Runs in any thread.
+ */
+function arenaFree(arena: Arena, chunks: readonly MemoryChunk[]): void {
+  const pools = arena.hasPools();
+  arena.lock();
+  try {
+    for (const c of chunks) {
+      const pages = c.length / PAGE_SIZE;
+      if (pools) arena.poolPush(pages >= 256 ? 0 : pages >= 16 ? 1 : 2, arena.pageOf(c));
+      else arena.give(arena.pageOf(c), pages);
+    }
+  } finally {
+    arena.unlock();
+  }
 }
 
 // ---- registry record --------------------------------------------------------------------------
@@ -459,7 +476,7 @@ export function dmaHeapNames(): string[] {
 export function dmaHeapSyncExporters(): void {
   for (const n of dmaHeapNames()) {
     try {
-      registerDmaBufExporter(n, heapOps);
+      registerDmaBufExporter(n, opsFor(n));
     } catch {
       // Another exporter owns the name here: its buffers keep their own ops.
     }
@@ -541,7 +558,7 @@ export class DmaHeap extends SharedObject {
     });
     const gen = d.gen(slot);
     arena.bind(slot, gen);
-    registerDmaBufExporter(name, heapOps);
+    registerDmaBufExporter(name, opsFor(name));
     const h = new DmaHeap(ADOPT, slot, gen, arena, name);
     localHeaps.set(name, h);
     return h;
@@ -653,7 +670,7 @@ export class DmaHeap extends SharedObject {
     d.get(this._slot); // the buffer's reference on its heap
     try {
       return DmaBuf.export({
-        ops: heapOps,
+        ops: opsFor(this.#name),
         expName: this.#name,
         size: bytes,
         memory: new BufferMemory(chunks),
@@ -661,7 +678,7 @@ export class DmaHeap extends SharedObject {
         priv: { heap: this.#name },
       });
     } catch (e) {
-      freers.get(arena.kind)!(arena, chunks);
+      arenaFree(arena, chunks);
       arena.account(-bytes / PAGE_SIZE, -1);
       putHeap(this._slot);
       throw e;
@@ -729,7 +746,7 @@ function releaseHeapBuffer(buf: DmaBuf): void {
   }
   const arena = Arena.ofChunk(first);
   const pages = buf.memory.byteLength / PAGE_SIZE;
-  freers.get(arena.kind)!(arena, chunks);
+  arenaFree(arena, chunks);
   arena.account(-pages, -1);
   const d = domain();
   if (d.gen(arena.slot) === arena.gen) putHeap(arena.slot);
@@ -750,5 +767,19 @@ export const heapOps: DmaBufOps = {
   beginCpuAccess: () => {},
   endCpuAccess: () => {},
 };
+
+/**
+ * One ops object per heap name (the core identifies a registered exporter by its ops object, so
+ * every name needs its own), the same object for a name in this thread forever.
+ */
+const opsByName = new Map<string, DmaBufOps>();
+function opsFor(name: string): DmaBufOps {
+  let ops = opsByName.get(name);
+  if (!ops) {
+    ops = { ...heapOps };
+    opsByName.set(name, ops);
+  }
+  return ops;
+}
 
 dmaHeapSyncExporters();

@@ -81,6 +81,21 @@ export { DmaFenceChain } from './dma-fence-chain.js';
 export { isContainer } from './dma-fence-containers.js';
 export { DmaFenceUnwrap, dedupArray, unwrap, unwrapMerge } from './dma-fence-unwrap.js';
 export {
+  DMA_HEAP_IOCTL_ALLOC,
+  DMA_HEAP_VALID_FD_FLAGS,
+  DMA_HEAP_VALID_HEAP_FLAGS,
+  DmaHeap,
+  type DmaHeapAllocationData,
+  type DmaHeapMessage,
+  type DmaHeapOptions,
+  type DmaHeapStats,
+  dmaHeapFind,
+  dmaHeapNames,
+  dmaHeapSyncExporters,
+  HEAP_ORDERS,
+  HeapKind,
+} from './dma-heap.js';
+export {
   DmaResv,
   DmaResvIter,
   DmaResvUsage,
@@ -120,7 +135,24 @@ export {
   type SyncobjWaitOptions,
   syncobjTimeoutNs,
 } from './drm-syncobj.js';
+export {
+  CMA_ALIGNMENT,
+  CMA_HEAP_DEFAULT_CAPACITY,
+  createCmaHeap,
+  getOrder,
+} from './heaps/cma-heap.js';
+export { createSystemHeap, SYSTEM_HEAP_DEFAULT_CAPACITY } from './heaps/system-heap.js';
 export * from './lockdep.js';
+export {
+  F_SEAL_FUTURE_WRITE,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
+  MemFd,
+  type MemFdMessage,
+  type MemFdOptions,
+} from './memfd.js';
 export {
   DMA_MAPPING_ERROR,
   SG_MAX_SEGMENT_UNLIMITED,
@@ -141,6 +173,22 @@ export {
   type SyncFileInfoRequest,
   type SyncMergeOptions,
 } from './sync-file.js';
+export {
+  DEFAULT_MEMLOCK_LIMIT,
+  PinAccount,
+  UDMABUF_CREATE,
+  UDMABUF_CREATE_LIST,
+  UDMABUF_EXP_NAME,
+  UDMABUF_FLAGS_CLOEXEC,
+  type UdmabufCreate,
+  type UdmabufCreateList,
+  type UdmabufItem,
+  type UdmabufOptions,
+  udmabufCreate,
+  udmabufCreateList,
+  udmabufIoctl,
+  udmabufParams,
+} from './udmabuf.js';
 export {
   WwAcquireCtx,
   WwClass,

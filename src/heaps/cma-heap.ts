@@ -56,16 +56,7 @@ function allocate(arena: Arena, size: number): MemoryChunk[] {
   return [c];
 }
 
-function free(arena: Arena, chunks: readonly MemoryChunk[]): void {
-  arena.lock();
-  try {
-    for (const c of chunks) arena.give(arena.pageOf(c), c.length / 4096);
-  } finally {
-    arena.unlock();
-  }
-}
-
-registerHeapKind(HeapKind.CMA, allocate, free);
+registerHeapKind(HeapKind.CMA, allocate);
 
 /**
  * Creates and registers a CMA heap (default name `reserved`, 32 MiB).

@@ -13,6 +13,8 @@
  *
  * ## Deviations
  * - Freed chunks go to per-order pools (as vendor trees' page pools) in the heap's shared arena,
+  and the pools are drained back to the page bitmap (the shrinker) when a chunk of some order
+  cannot be found while they hold memory, so pooled memory coalesces instead of fragmenting;
  *   from whichever thread releases the buffer; a pooled chunk is cleared when it is handed out
  *   again, never before (a stale view written after free cannot leak into the next user).
  * - Capacity is configured (default 256 MiB; the arena is committed lazily by the OS): past it
@@ -33,10 +35,6 @@ import { DmaBufError } from '../substrate/errno.js';
 
 /** Default capacity of a system heap. */
 export const SYSTEM_HEAP_DEFAULT_CAPACITY = 256 << 20;
-
-function orderIndex(pages: number): number {
-  return pages >= 256 ? 0 : pages >= 16 ? 1 : 2;
-}
 
 /** Takes one chunk of order index `k` (pool first, then the bitmap), or -1. Lock held. */
 function takeChunk(arena: Arena, k: number): [number, boolean] {
@@ -61,7 +59,13 @@ function allocate(arena: Arena, size: number): MemoryChunk[] {
       for (let k = maxK; k < 3; k++) {
         const n = 1 << HEAP_ORDERS[k]!;
         if (n > remaining) continue;
-        const [p, pristine] = takeChunk(arena, k);
+        let [p, pristine] = takeChunk(arena, k);
+        if (p < 0 && k < 2 && !drained && arena.pooledPages() > 0) {
+          // Free memory sits in the pools as smaller chunks: shrink them so it coalesces.
+          drained = true;
+          arena.drainPools();
+          [p, pristine] = takeChunk(arena, k);
+        }
         if (p < 0) continue;
         got.push([p, k]);
         dirty.push(!pristine);
@@ -91,19 +95,7 @@ function allocate(arena: Arena, size: number): MemoryChunk[] {
   return chunks;
 }
 
-function free(arena: Arena, chunks: readonly MemoryChunk[]): void {
-  arena.lock();
-  try {
-    for (const c of chunks) {
-      const pages = c.length / 4096;
-      arena.poolPush(orderIndex(pages), arena.pageOf(c));
-    }
-  } finally {
-    arena.unlock();
-  }
-}
-
-registerHeapKind(HeapKind.SYSTEM, allocate, free);
+registerHeapKind(HeapKind.SYSTEM, allocate);
 
 /**
  * Creates and registers a system heap (default name `system`).
