@@ -6,8 +6,13 @@
  * - `iommu`: behind an IOMMU (device addresses are I/O virtual addresses the IOMMU translates)
  *   or not (device addresses are the memory's physical addresses, dma-direct);
  * - `maxSegmentSize` (`dma_get_max_seg_size`, default 64 KiB as in the kernel);
- * - `coherent`: whether the device snoops CPU caches (stored now; the non-coherent cache model
- *   comes later).
+ * - `coherent`: whether the device snoops CPU caches. A non-coherent device works on its own
+ *   copy of each page it maps (its "cache", shared memory): map and `syncSgtableForDevice`
+ *   (`dma_sync_sgtable_for_device`) copy CPU writes into it for TO_DEVICE / BIDIRECTIONAL and
+ *   hand the pages to the device; its writes stay there (dirty bytes) until unmap or
+ *   `syncSgtableForCpu` with FROM_DEVICE / BIDIRECTIONAL writes them back and hands the pages to
+ *   the CPU. With the debug mode on, device access to a CPU-owned page and CPU access (through a
+ *   `MemoryView`) to a device-owned page report.
  *
  * `mapSgtable` (`dma_map_sgtable`) fills the DMA view of a table and sets `nents`:
  * - dma-direct: one segment per CPU entry at its physical address, `nents = origNents`;
@@ -22,12 +27,13 @@
  * mapping or a read through a `FROM_DEVICE` one also faults (IOMMU permissions). This is what a
  * DMA engine device will use.
  *
- * Devices are thread-local objects for now (a device shared with a DMA engine worker comes with
- * the engine). IOVAs are handed out by a bump allocator and never reused.
+ * Devices are thread-local objects; `exportPageTable` hands the entries translating given device
+ * ranges to another thread ({@linkcode DmaWindow}, used by the DMA engine worker). IOVAs are
+ * handed out by a bump allocator and never reused.
  *
  * @module
  */
-import { PAGE_SIZE } from './dma-buf-memory.js';
+import { PAGE_SIZE, pageOwners } from './dma-buf-memory.js';
 import { dmaDebugEnabled, dmaDebugReport } from './dma-debug.js';
 import { DMA_MAPPING_ERROR, type SgTable } from './scatterlist.js';
 import { DmaBufError } from './substrate/errno.js';
@@ -61,18 +67,195 @@ export interface DeviceInit {
   coherent?: boolean;
 }
 
+/**
+ * A non-coherent device's copy of one memory page (its "cache"), in shared memory so that a
+ * DMA engine worker uses the same copy: bytes [0, PAGE_SIZE) the data, [PAGE_SIZE, 2 PAGE_SIZE)
+ * one dirty byte per data byte, then two words: owned by the device (1) or the CPU (0), and "some
+ * byte is dirty".
+ */
+const CACHE_BYTES = 2 * PAGE_SIZE + 8;
+const C_OWNED = (2 * PAGE_SIZE) / 4;
+const C_DIRTY = C_OWNED + 1;
+
+interface CachePage {
+  readonly buffer: SharedArrayBuffer;
+  readonly data: Uint8Array;
+  readonly dirty: Uint8Array;
+  readonly words: Int32Array;
+}
+
+function cachePage(buffer: SharedArrayBuffer): CachePage {
+  return {
+    buffer,
+    data: new Uint8Array(buffer, 0, PAGE_SIZE),
+    dirty: new Uint8Array(buffer, PAGE_SIZE, PAGE_SIZE),
+    words: new Int32Array(buffer),
+  };
+}
+
 interface Pte {
   readonly sab: SharedArrayBuffer;
   readonly offset: number;
   readonly read: boolean;
   readonly write: boolean;
-  count: number;
+  /** Shared word [0]: number of mappings using this entry (0: unmapped, faults). */
+  readonly count: Int32Array;
+  /** The device's copy of the page (non-coherent devices). */
+  readonly cache: CachePage | undefined;
+}
+
+/** One device page of {@linkcode DmaPageTableDescriptor}. */
+export interface DmaPteDescriptor {
+  readonly pfn: number;
+  readonly sab: SharedArrayBuffer;
+  readonly offset: number;
+  readonly read: boolean;
+  readonly write: boolean;
+  readonly count: SharedArrayBuffer;
+  readonly cache: SharedArrayBuffer | undefined;
+}
+
+/**
+ * The postable form of part of a device's page table (see {@linkcode Device.exportPageTable}):
+ * what a DMA engine in another thread needs to translate the device addresses of a job.
+ */
+export interface DmaPageTableDescriptor {
+  readonly $dma: 'page-table';
+  readonly name: string;
+  readonly iommu: boolean;
+  readonly ptes: readonly DmaPteDescriptor[];
 }
 
 interface Mapped {
   readonly dir: DmaDataDirection;
   /** Device page numbers this mapping installed. */
   readonly pfns: number[];
+  /** Physical addresses of the memory pages it covers (non-coherent devices). */
+  readonly pages: number[];
+}
+
+interface CacheEntry {
+  readonly cache: CachePage;
+  readonly sab: SharedArrayBuffer;
+  readonly offset: number;
+  refs: number;
+}
+
+/**
+ * Device-side access through a page table: the one walk both a {@linkcode Device} and a
+ * {@linkcode DmaWindow} use. Faults (`EFAULT`) on an unmapped page or a permission the IOMMU
+ * refuses; a non-coherent device reads and writes its cache; with the debug mode on, access to a
+ * page the CPU owns (not synced for the device) reports.
+ */
+function walkPtes(
+  name: string,
+  iommu: boolean,
+  lookup: (pfn: number) => Pte | undefined,
+  addr: number,
+  length: number,
+  writing: boolean,
+  fn: (a: Uint8Array, done: number, dirty: Uint8Array | undefined) => void,
+): void {
+  if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(length) || addr < 0 || length < 0) {
+    throw new DmaBufError('EFAULT', `${name}: DMA to bad address ${addr}`);
+  }
+  let done = 0;
+  while (done < length) {
+    const at = addr + done;
+    const pfn = Math.floor(at / PAGE_SIZE);
+    const p = lookup(pfn);
+    const what = iommu ? 'IOMMU fault' : 'DMA to unmapped memory';
+    if (!p || Atomics.load(p.count, 0) <= 0) {
+      throw new DmaBufError('EFAULT', `${name}: ${what} at 0x${at.toString(16)}`);
+    }
+    if (writing ? !p.write : !p.read) {
+      throw new DmaBufError(
+        'EFAULT',
+        `${name}: ${what}: ${writing ? 'write' : 'read'} not permitted at 0x${at.toString(16)}`,
+      );
+    }
+    const off = at - pfn * PAGE_SIZE;
+    const n = Math.min(PAGE_SIZE - off, length - done);
+    const c = p.cache;
+    if (c) {
+      if (dmaDebugEnabled() && Atomics.load(c.words, C_OWNED) === 0) {
+        dmaDebugReport(
+          `${name}: device ${writing ? 'write' : 'read'} at 0x${at.toString(16)} of memory not synced for the device (the CPU owns it: missing sync for device / DMA_BUF_SYNC_END)`,
+        );
+      }
+      if (writing) Atomics.store(c.words, C_DIRTY, 1);
+      fn(c.data.subarray(off, off + n), done, writing ? c.dirty.subarray(off, off + n) : undefined);
+    } else {
+      fn(new Uint8Array(p.sab, p.offset + off, n), done, undefined);
+    }
+    done += n;
+  }
+}
+
+function dmaReadVia(
+  name: string,
+  iommu: boolean,
+  lookup: (pfn: number) => Pte | undefined,
+  addr: number,
+  length: number,
+): Uint8Array {
+  const out = new Uint8Array(length);
+  walkPtes(name, iommu, lookup, addr, length, false, (a, done) => out.set(a, done));
+  return out;
+}
+
+function dmaWriteVia(
+  name: string,
+  iommu: boolean,
+  lookup: (pfn: number) => Pte | undefined,
+  addr: number,
+  data: Uint8Array,
+): void {
+  walkPtes(name, iommu, lookup, addr, data.length, true, (a, done, dirty) => {
+    a.set(data.subarray(done, done + a.length));
+    dirty?.fill(1);
+  });
+}
+
+/**
+ * A device's view of memory in another thread (a DMA engine's worker): built from a
+ * {@linkcode DmaPageTableDescriptor}, it moves data through device addresses only, with the
+ * device's faults, permissions, cache and debug checks. Entries unmapped since the descriptor was
+ * made fault (their shared mapping count is 0).
+ */
+export class DmaWindow {
+  readonly name: string;
+  readonly iommu: boolean;
+  readonly #ptes = new Map<number, Pte>();
+
+  /** @throws {DmaBufError} EINVAL for something that is not a page-table descriptor. */
+  constructor(desc: DmaPageTableDescriptor) {
+    if (typeof desc !== 'object' || desc === null || desc.$dma !== 'page-table') {
+      throw new DmaBufError('EINVAL', 'not a DMA page-table descriptor');
+    }
+    this.name = desc.name;
+    this.iommu = desc.iommu;
+    for (const p of desc.ptes) {
+      this.#ptes.set(p.pfn, {
+        sab: p.sab,
+        offset: p.offset,
+        read: p.read,
+        write: p.write,
+        count: new Int32Array(p.count),
+        cache: p.cache ? cachePage(p.cache) : undefined,
+      });
+    }
+  }
+
+  /** Reads `length` bytes at device address `addr`. @throws {DmaBufError} EFAULT. */
+  dmaRead(addr: number, length: number): Uint8Array {
+    return dmaReadVia(this.name, this.iommu, (pfn) => this.#ptes.get(pfn), addr, length);
+  }
+
+  /** Writes `data` at device address `addr`. @throws {DmaBufError} EFAULT. */
+  dmaWrite(addr: number, data: Uint8Array): void {
+    dmaWriteVia(this.name, this.iommu, (pfn) => this.#ptes.get(pfn), addr, data);
+  }
 }
 
 /** A device that reaches memory by DMA. */
@@ -84,6 +267,8 @@ export class Device {
   #nextIova = IOVA_BASE;
   readonly #ptes = new Map<number, Pte>();
   readonly #mapped = new WeakMap<SgTable, Mapped>();
+  /** Non-coherent devices: the cache page of each memory page (by physical address). */
+  readonly #caches = new Map<number, CacheEntry>();
 
   /**
    * @throws {DmaBufError} EINVAL for a missing name or a maximum segment size below PAGE_SIZE.
@@ -105,6 +290,11 @@ export class Device {
   /** Number of device pages currently mapped (for leak checks). */
   get mappedPages(): number {
     return this.#ptes.size;
+  }
+
+  /** Number of memory pages the device's cache holds (non-coherent devices; leak checks). */
+  get cachedPages(): number {
+    return this.#caches.size;
   }
 
   /**
@@ -133,11 +323,23 @@ export class Device {
     const read = dir !== DmaDataDirection.FROM_DEVICE || !this.iommu;
     const write = dir !== DmaDataDirection.TO_DEVICE || !this.iommu;
     const pfns: number[] = [];
-    const install = (devAddr: number, sab: SharedArrayBuffer, offset: number): void => {
+    const pages: number[] = [];
+    const install = (
+      devAddr: number,
+      sab: SharedArrayBuffer,
+      offset: number,
+      phys: number,
+    ): void => {
       const pfn = devAddr / PAGE_SIZE;
+      const cache = this.coherent ? undefined : this.#cacheGet(phys, sab, offset);
+      if (cache) pages.push(phys);
       const old = this.#ptes.get(pfn);
-      if (old) old.count++;
-      else this.#ptes.set(pfn, { sab, offset, read, write, count: 1 });
+      if (old) Atomics.add(old.count, 0, 1);
+      else {
+        const count = new Int32Array(new SharedArrayBuffer(4));
+        count[0] = 1;
+        this.#ptes.set(pfn, { sab, offset, read, write, count, cache });
+      }
       pfns.push(pfn);
     };
     const entries = sgt.sgl;
@@ -148,7 +350,8 @@ export class Device {
         const first = e.page;
         const pages = Math.ceil((e.offset + e.length) / PAGE_SIZE);
         for (let k = 0; k < pages; k++) {
-          install(first.phys + k * PAGE_SIZE, first.sab, first.offset + k * PAGE_SIZE);
+          const phys = first.phys + k * PAGE_SIZE;
+          install(phys, first.sab, first.offset + k * PAGE_SIZE, phys);
         }
       }
       sgt._nents = entries.length;
@@ -161,7 +364,12 @@ export class Device {
         const first = e.page;
         const pages = Math.ceil((e.offset + e.length) / PAGE_SIZE);
         for (let k = 0; k < pages; k++) {
-          install(iova + k * PAGE_SIZE, first.sab, first.offset + k * PAGE_SIZE);
+          install(
+            iova + k * PAGE_SIZE,
+            first.sab,
+            first.offset + k * PAGE_SIZE,
+            first.phys + k * PAGE_SIZE,
+          );
         }
         iova += pages * PAGE_SIZE;
       }
@@ -183,7 +391,131 @@ export class Device {
       sgt._nents = segs.length;
     }
     sgt._mappedBy = this;
-    this.#mapped.set(sgt, { dir, pfns });
+    const m: Mapped = { dir, pfns, pages };
+    this.#mapped.set(sgt, m);
+    // dma_map_*: arch_sync_dma_for_device.
+    this.#syncForDevice(m, dir);
+  }
+
+  #cacheGet(phys: number, sab: SharedArrayBuffer, offset: number): CachePage {
+    let e = this.#caches.get(phys);
+    if (!e) {
+      // A cold cache line fill: the device's copy starts as the memory's bytes.
+      const cache = cachePage(new SharedArrayBuffer(CACHE_BYTES));
+      cache.data.set(new Uint8Array(sab, offset, PAGE_SIZE));
+      e = { cache, sab, offset, refs: 0 };
+      this.#caches.set(phys, e);
+    }
+    e.refs++;
+    return e.cache;
+  }
+
+  #own(e: CacheEntry, device: boolean): void {
+    const was = Atomics.exchange(e.cache.words, C_OWNED, device ? 1 : 0) !== 0;
+    if (was !== device) Atomics.add(pageOwners(e.sab), e.offset / PAGE_SIZE, device ? 1 : -1);
+  }
+
+  /** `arch_sync_dma_for_device`: CPU writes reach the device's copy (TO_DEVICE, BIDIRECTIONAL). */
+  #syncForDevice(m: Mapped, dir: DmaDataDirection): void {
+    const push = dir === DmaDataDirection.TO_DEVICE || dir === DmaDataDirection.BIDIRECTIONAL;
+    for (const phys of m.pages) {
+      const e = this.#caches.get(phys);
+      if (!e) continue;
+      if (push) {
+        const mem = new Uint8Array(e.sab, e.offset, PAGE_SIZE);
+        const c = e.cache;
+        if (Atomics.load(c.words, C_DIRTY) === 0) c.data.set(mem);
+        else for (let i = 0; i < PAGE_SIZE; i++) if (c.dirty[i] === 0) c.data[i] = mem[i]!;
+      }
+      this.#own(e, true);
+    }
+  }
+
+  /** `arch_sync_dma_for_cpu`: the device's writes reach memory (FROM_DEVICE, BIDIRECTIONAL). */
+  #syncForCpu(m: Mapped, dir: DmaDataDirection): void {
+    const pull = dir === DmaDataDirection.FROM_DEVICE || dir === DmaDataDirection.BIDIRECTIONAL;
+    for (const phys of m.pages) {
+      const e = this.#caches.get(phys);
+      if (!e) continue;
+      const c = e.cache;
+      if (pull && Atomics.exchange(c.words, C_DIRTY, 0) !== 0) {
+        const mem = new Uint8Array(e.sab, e.offset, PAGE_SIZE);
+        for (let i = 0; i < PAGE_SIZE; i++) {
+          if (c.dirty[i] !== 0) {
+            mem[i] = c.data[i]!;
+            c.dirty[i] = 0;
+          }
+        }
+      }
+      this.#own(e, false);
+    }
+  }
+
+  #mappedFor(sgt: SgTable, what: string): Mapped {
+    const m = this.#mapped.get(sgt);
+    if (!m || sgt._mappedBy !== this) {
+      throw new DmaBufError(
+        'EINVAL',
+        `${this.name}: ${what} of an sg table not mapped for this device`,
+      );
+    }
+    return m;
+  }
+
+  /**
+   * `dma_sync_sgtable_for_cpu`: hands the table's memory to the CPU. For a non-coherent device
+   * the bytes the device wrote reach memory (FROM_DEVICE, BIDIRECTIONAL; TO_DEVICE moves no
+   * data) and the CPU owns the pages again. Nothing to do for a coherent device.
+   *
+   * @throws {DmaBufError} EINVAL for a bad direction or a table not mapped for this device.
+   */
+  syncSgtableForCpu(sgt: SgTable, dir: DmaDataDirection): void {
+    if (!isDmaDirection(dir) || dir === DmaDataDirection.NONE) {
+      throw new DmaBufError('EINVAL', `invalid DMA direction ${String(dir)}`);
+    }
+    this.#syncForCpu(this.#mappedFor(sgt, 'sync for cpu'), dir);
+  }
+
+  /**
+   * `dma_sync_sgtable_for_device`: hands the table's memory to the device. For a non-coherent
+   * device the CPU's writes reach the device's copy (TO_DEVICE, BIDIRECTIONAL; FROM_DEVICE moves
+   * no data) and the device owns the pages. Nothing to do for a coherent device.
+   *
+   * @throws {DmaBufError} EINVAL for a bad direction or a table not mapped for this device.
+   */
+  syncSgtableForDevice(sgt: SgTable, dir: DmaDataDirection): void {
+    if (!isDmaDirection(dir) || dir === DmaDataDirection.NONE) {
+      throw new DmaBufError('EINVAL', `invalid DMA direction ${String(dir)}`);
+    }
+    this.#syncForDevice(this.#mappedFor(sgt, 'sync for device'), dir);
+  }
+
+  /**
+   * The page-table entries that translate the given device ranges, in postable form (for a DMA
+   * engine worker, {@linkcode DmaWindow}). Unmapped pages are left out (they fault there).
+   */
+  exportPageTable(ranges: Iterable<{ address: number; length: number }>): DmaPageTableDescriptor {
+    const ptes = new Map<number, DmaPteDescriptor>();
+    for (const r of ranges) {
+      if (!Number.isSafeInteger(r.address) || !Number.isSafeInteger(r.length) || r.length <= 0) {
+        continue;
+      }
+      const last = Math.floor((r.address + r.length - 1) / PAGE_SIZE);
+      for (let pfn = Math.floor(r.address / PAGE_SIZE); pfn <= last; pfn++) {
+        const p = this.#ptes.get(pfn);
+        if (!p || ptes.has(pfn)) continue;
+        ptes.set(pfn, {
+          pfn,
+          sab: p.sab,
+          offset: p.offset,
+          read: p.read,
+          write: p.write,
+          count: p.count.buffer as SharedArrayBuffer,
+          cache: p.cache?.buffer,
+        });
+      }
+    }
+    return { $dma: 'page-table', name: this.name, iommu: this.iommu, ptes: [...ptes.values()] };
   }
 
   /**
@@ -204,9 +536,15 @@ export class Device {
         `${this.name}: unmap direction ${dir} differs from map direction ${m.dir}`,
       );
     }
+    // dma_unmap_*: arch_sync_dma_for_cpu (moves data for FROM_DEVICE / BIDIRECTIONAL).
+    this.#syncForCpu(m, dir);
+    for (const phys of m.pages) {
+      const e = this.#caches.get(phys);
+      if (e && --e.refs === 0) this.#caches.delete(phys);
+    }
     for (const pfn of m.pfns) {
       const p = this.#ptes.get(pfn);
-      if (p && --p.count === 0) this.#ptes.delete(pfn);
+      if (p && Atomics.sub(p.count, 0, 1) === 1) this.#ptes.delete(pfn);
     }
     this.#mapped.delete(sgt);
     for (const e of sgt.sgl) {
@@ -217,37 +555,6 @@ export class Device {
     sgt._mappedBy = undefined;
   }
 
-  #walk(
-    addr: number,
-    length: number,
-    writing: boolean,
-    fn: (a: Uint8Array, done: number) => void,
-  ): void {
-    if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(length) || addr < 0 || length < 0) {
-      throw new DmaBufError('EFAULT', `${this.name}: DMA to bad address ${addr}`);
-    }
-    let done = 0;
-    while (done < length) {
-      const at = addr + done;
-      const pfn = Math.floor(at / PAGE_SIZE);
-      const p = this.#ptes.get(pfn);
-      const what = this.iommu ? 'IOMMU fault' : 'DMA to unmapped memory';
-      if (!p) {
-        throw new DmaBufError('EFAULT', `${this.name}: ${what} at 0x${at.toString(16)}`);
-      }
-      if (writing ? !p.write : !p.read) {
-        throw new DmaBufError(
-          'EFAULT',
-          `${this.name}: ${what}: ${writing ? 'write' : 'read'} not permitted at 0x${at.toString(16)}`,
-        );
-      }
-      const off = at - pfn * PAGE_SIZE;
-      const n = Math.min(PAGE_SIZE - off, length - done);
-      fn(new Uint8Array(p.sab, p.offset + off, n), done);
-      done += n;
-    }
-  }
-
   /**
    * The device reads `length` bytes at device address `addr` (a copy).
    *
@@ -255,9 +562,7 @@ export class Device {
    *   permission.
    */
   dmaRead(addr: number, length: number): Uint8Array {
-    const out = new Uint8Array(length);
-    this.#walk(addr, length, false, (a, done) => out.set(a, done));
-    return out;
+    return dmaReadVia(this.name, this.iommu, (pfn) => this.#ptes.get(pfn), addr, length);
   }
 
   /**
@@ -267,6 +572,6 @@ export class Device {
    *   permission.
    */
   dmaWrite(addr: number, data: Uint8Array): void {
-    this.#walk(addr, data.length, true, (a, done) => a.set(data.subarray(done, done + a.length)));
+    dmaWriteVia(this.name, this.iommu, (pfn) => this.#ptes.get(pfn), addr, data);
   }
 }

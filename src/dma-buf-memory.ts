@@ -28,6 +28,7 @@
  *
  * @module
  */
+import { dmaDebugEnabled, dmaDebugReport } from './dma-debug.js';
 import { domain } from './substrate/domain.js';
 import { DmaBufError } from './substrate/errno.js';
 
@@ -77,6 +78,11 @@ export interface Backing {
 export interface BufferMemoryDescriptor {
   readonly $memory: 'dma-buf-memory';
   readonly sabs: readonly SharedArrayBuffer[];
+  /**
+   * The page-ownership words of each backing (parallel to `sabs`; see {@linkcode pageOwners}).
+   * Optional: a descriptor without them still names the same memory.
+   */
+  readonly owners?: readonly SharedArrayBuffer[];
   /** `[sab index, offset, length, phys]` per chunk. */
   readonly chunks: readonly (readonly [number, number, number, number])[];
 }
@@ -97,7 +103,49 @@ export function allocBacking(bytes: number): Backing {
   // One guard frame after every backing: backings are never physically adjacent.
   const frames = len / PAGE_SIZE + 1;
   const prev = Atomics.add(d.i32, d.globalWord(PHYS_GLOBAL), frames) >>> 0;
+  pageOwners(sab);
   return { sab, phys: (prev + PFN_START) * PAGE_SIZE };
+}
+
+// ---- page ownership (the non-coherent DMA model, dma-debug) ----
+
+const owners = new WeakMap<SharedArrayBuffer, Int32Array>();
+
+/**
+ * @internal The page-ownership words of a backing: one 32-bit word per page, counting the
+ * non-coherent devices that currently own the page (synced for the device and not yet synced
+ * back for the CPU; device.ts keeps them). With the debug mode on, CPU access through a
+ * {@linkcode MemoryView} to a page whose count is not 0 reports. The words live in shared memory
+ * and travel with {@linkcode BufferMemory.descriptor}, so every thread sees the same counts.
+ * Created with the backing by {@linkcode allocBacking}; created on first use for memory from
+ * elsewhere (then shared only through descriptors made after that).
+ */
+export function pageOwners(sab: SharedArrayBuffer): Int32Array {
+  let o = owners.get(sab);
+  if (!o) {
+    o = new Int32Array(
+      new SharedArrayBuffer(4 * Math.max(1, Math.ceil(sab.byteLength / PAGE_SIZE))),
+    );
+    owners.set(sab, o);
+  }
+  return o;
+}
+
+function adoptOwners(sab: SharedArrayBuffer, words: unknown): void {
+  if (owners.has(sab) || !(words instanceof SharedArrayBuffer)) return;
+  if (words.byteLength < 4 * Math.ceil(sab.byteLength / PAGE_SIZE)) return;
+  owners.set(sab, new Int32Array(words));
+}
+
+/** True when some page of `sab` bytes [offset, offset + length) is owned by a device. */
+function deviceOwned(sab: SharedArrayBuffer, offset: number, length: number): boolean {
+  const o = owners.get(sab);
+  if (!o || length <= 0) return false;
+  const last = Math.floor((offset + length - 1) / PAGE_SIZE);
+  for (let p = Math.floor(offset / PAGE_SIZE); p <= last; p++) {
+    if (Atomics.load(o, p) !== 0) return true;
+  }
+  return false;
 }
 
 function checkChunk(c: MemoryChunk, i: number): void {
@@ -208,7 +256,12 @@ export class BufferMemory {
       }
       return [i, c.offset, c.length, c.phys];
     });
-    return { $memory: 'dma-buf-memory', sabs, chunks };
+    return {
+      $memory: 'dma-buf-memory',
+      sabs,
+      chunks,
+      owners: sabs.map((b) => pageOwners(b).buffer as SharedArrayBuffer),
+    };
   }
 
   /**
@@ -225,6 +278,11 @@ export class BufferMemory {
       !Array.isArray(desc.chunks)
     ) {
       throw new DmaBufError('EINVAL', 'not a dma-buf memory descriptor');
+    }
+    if (Array.isArray(desc.owners)) {
+      desc.sabs.forEach((sab, i) => {
+        if (sab instanceof SharedArrayBuffer) adoptOwners(sab, desc.owners?.[i]);
+      });
     }
     return new BufferMemory(
       desc.chunks.map(([i, offset, length, phys]) => {
@@ -341,16 +399,40 @@ export class MemoryView {
     return this.#state.writable();
   }
 
-  #read(): void {
+  #read(offset = 0, length = this.byteLength): void {
     this.#state.check();
     if (!this.#state.readable()) throw new DmaBufError('EFAULT', 'mapping is not readable');
+    if (dmaDebugEnabled()) this.#cpuCheck(offset, length, 'read');
   }
 
-  #write(): void {
+  #write(offset = 0, length = this.byteLength): void {
     this.#state.check();
     if (!this.#state.writable()) {
       throw new DmaBufError('EACCES', 'mapping is read-only: writes are refused');
     }
+    if (dmaDebugEnabled()) this.#cpuCheck(offset, length, 'write');
+  }
+
+  /** Debug mode: CPU access to pages a non-coherent device owns (not synced for the CPU). */
+  #cpuCheck(offset: number, length: number, what: string): void {
+    const end = Math.min(offset + length, this.byteLength);
+    for (let i = 0; i < this.#pieces.length; i++) {
+      const a = this.#pieces[i]!;
+      const s = this.#starts[i]!;
+      const from = Math.max(offset, s);
+      const to = Math.min(end, s + a.length);
+      if (from >= to) continue;
+      if (deviceOwned(a.buffer as SharedArrayBuffer, a.byteOffset + from - s, to - from)) {
+        dmaDebugReport(
+          `CPU ${what} of [${offset}, ${end}) of a mapping while a non-coherent device owns the memory (missing DMA_BUF_SYNC_START / sync for cpu)`,
+        );
+      }
+    }
+  }
+
+  /** @internal The pieces of the view (one per contiguous run), for address lookups. */
+  _pieces(): readonly Uint8Array[] {
+    return this.#pieces;
   }
 
   #locate(i: number): [Uint8Array, number] {
@@ -380,21 +462,21 @@ export class MemoryView {
 
   /** The byte at `i`. @throws {DmaBufError} EFAULT outside the view or when not readable. */
   get(i: number): number {
-    this.#read();
+    this.#read(i, 1);
     const [a, k] = this.#locate(i);
     return a[k]!;
   }
 
   /** Stores a byte. @throws {DmaBufError} EACCES on a read-only view; EFAULT outside it. */
   set(i: number, value: number): void {
-    this.#write();
+    this.#write(i, 1);
     const [a, k] = this.#locate(i);
     a[k] = value;
   }
 
   /** Copies `into.length` bytes from `offset` into `into`; returns `into`. */
   read(offset: number, into: Uint8Array): Uint8Array {
-    this.#read();
+    this.#read(offset, into.length);
     this.#range(offset, into.length);
     this.#copy(offset, into.length, (a, at, n, done) => into.set(a.subarray(at, at + n), done));
     return into;
@@ -402,7 +484,7 @@ export class MemoryView {
 
   /** Copies `src` into the view at `offset`. @throws {DmaBufError} EACCES on a read-only view. */
   write(offset: number, src: Uint8Array): void {
-    this.#write();
+    this.#write(offset, src.length);
     this.#range(offset, src.length);
     this.#copy(offset, src.length, (a, at, n, done) => a.set(src.subarray(done, done + n), at));
   }

@@ -520,6 +520,68 @@ export class DmaBuf extends SharedObject {
     return new DmaBuf(ADOPT, msg.slot, msg.gen, true, memory);
   }
 
+  /**
+   * Finds the dma-buf behind a CPU address (seed 002: `find_vma` + `is_dma_buf_file`, as V4L2
+   * userptr and GUP-based importers must do to refuse, or resolve, a dma-buf's own mapping).
+   *
+   * `addr` is a user "address": a {@linkcode DmaBufMapping}, a {@linkcode MemoryView}, or any
+   * `ArrayBufferView` (typed array, `DataView`, `Buffer`) over shared memory; `offset` (bytes,
+   * default 0) is added to its start. The answer is the buffer of a live `mmap` of this thread
+   * that covers that byte: `{ buf, pgoff, offset }` with a new reference in `buf` (dispose it),
+   * or `null` when no dma-buf mapping of this thread covers it (ordinary memory, an unmapped
+   * mapping, an out-of-range offset).
+   *
+   * Importers of user memory (udmabuf, userptr) call it on every range they are given and
+   * refuse a hit with `EINVAL` (or import `buf` itself at `offset`: "resolve to the original
+   * buffer"). Typed arrays obtained from a mapping before it was unmapped no longer resolve.
+   *
+   * Limits: the lookup is per thread (the mappings of the calling thread: a typed array posted
+   * from a thread that mapped the buffer resolves only if this thread maps it too); vmap views
+   * are kernel addresses and are not user mappings, so they never resolve.
+   *
+   * @throws {DmaBufError} EINVAL for an `offset` that is not a non-negative integer.
+   */
+  static fromMapping(
+    addr: DmaBufMapping | MemoryView | ArrayBufferView,
+    offset = 0,
+  ): DmaBufLookup | null {
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new DmaBufError('EINVAL', 'offset must be a non-negative integer');
+    }
+    let sab: SharedArrayBuffer;
+    let at: number;
+    if (addr instanceof DmaBufMapping || addr instanceof MemoryView) {
+      const view = addr instanceof DmaBufMapping ? addr.view : addr;
+      if (offset >= view.byteLength) return null;
+      let rest = offset;
+      let found: Uint8Array | undefined;
+      for (const p of view._pieces()) {
+        if (rest < p.byteLength) {
+          found = p;
+          break;
+        }
+        rest -= p.byteLength;
+      }
+      if (!found) return null;
+      sab = found.buffer as SharedArrayBuffer;
+      at = found.byteOffset + rest;
+    } else if (ArrayBuffer.isView(addr)) {
+      if (!(addr.buffer instanceof SharedArrayBuffer) || offset >= addr.byteLength) return null;
+      sab = addr.buffer;
+      at = addr.byteOffset + offset;
+    } else {
+      return null;
+    }
+    for (const m of liveMappings) {
+      const o = m._locate(sab, at);
+      if (o < 0) continue;
+      const buf = m._buffer();
+      if (!buf) continue;
+      return { buf, pgoff: Math.floor(o / PAGE_SIZE), offset: o };
+    }
+    return null;
+  }
+
   /** Gives back the reference of a message that will never be imported. */
   static override releaseShared(msg: SharedMessage): void {
     SharedObject.releaseShared(msg, bufKind);
@@ -1013,6 +1075,19 @@ export interface IosysMap {
 
 // ---- mappings ---------------------------------------------------------------------------------
 
+/** The live CPU mappings of this thread (the address space's dma-buf vmas). */
+const liveMappings = new Set<DmaBufMapping>();
+
+/** What {@linkcode DmaBuf.fromMapping} finds. */
+export interface DmaBufLookup {
+  /** The buffer behind the address: a new reference, the caller disposes it. */
+  readonly buf: DmaBuf;
+  /** Page offset in the buffer (`vma->vm_pgoff` + the page of the address in the vma). */
+  readonly pgoff: number;
+  /** Byte offset in the buffer. */
+  readonly offset: number;
+}
+
 /**
  * A CPU mapping of a buffer (the vma): a {@linkcode MemoryView} of the mapped pages plus the
  * mapping's own reference on the buffer. `unmap()` (or dispose) drops it.
@@ -1027,6 +1102,8 @@ export class DmaBufMapping implements Disposable {
   #slot: number;
   readonly #gen: number;
   readonly #memory: BufferMemory;
+  /** Byte offset of the mapping in the buffer. */
+  readonly #start: number;
 
   /** @internal */
   constructor(
@@ -1046,6 +1123,7 @@ export class DmaBufMapping implements Disposable {
     this.pgoff = pgoff;
     this.byteLength = length;
     this.#memory = memory;
+    this.#start = start;
     this.view = new MemoryView(memory.pieces(start, start + length), {
       writable: () => this.#slot >= 0 && (this.#prot & PROT_WRITE) !== 0,
       readable: () => (this.#prot & PROT_READ) !== 0,
@@ -1053,6 +1131,30 @@ export class DmaBufMapping implements Disposable {
         if (this.#slot < 0) throw new DmaBufError('EBADF', 'mapping was unmapped');
       },
     });
+    liveMappings.add(this);
+  }
+
+  /**
+   * @internal Where byte `offset` of `sab` falls in this mapping's buffer, as a byte offset into
+   * the buffer, or -1.
+   */
+  _locate(sab: SharedArrayBuffer, offset: number): number {
+    if (this.#slot < 0) return -1;
+    let at = 0;
+    for (const p of this.view._pieces()) {
+      if (p.buffer === sab && offset >= p.byteOffset && offset < p.byteOffset + p.byteLength) {
+        return this.#start + at + (offset - p.byteOffset);
+      }
+      at += p.byteLength;
+    }
+    return -1;
+  }
+
+  /** @internal The buffer (a new reference), or undefined when the mapping is gone. */
+  _buffer(): DmaBuf | undefined {
+    if (this.#slot < 0 || domain().gen(this.#slot) !== this.#gen) return undefined;
+    domain().get(this.#slot);
+    return new DmaBuf(ADOPT, this.#slot, this.#gen, true, this.#memory);
   }
 
   /** Current protection. */
@@ -1110,6 +1212,7 @@ export class DmaBufMapping implements Disposable {
     const slot = this.#slot;
     if (slot < 0) return;
     this.#slot = -1;
+    liveMappings.delete(this);
     if (domain().gen(slot) === this.#gen) putBuf(slot, this.#memory);
   }
 
@@ -1248,7 +1351,44 @@ export class DmaBufAttachment {
 export function dmaBufMapMemory(attach: DmaBufAttachment, dir: DmaDataDirection): SgTable {
   const sgt = SgTable.fromMemory(attach.dmabuf.memory);
   attach.dev.mapSgtable(sgt, dir);
+  const key = bufKey(attach.dmabuf);
+  let set = mappedTables.get(key);
+  if (!set) {
+    set = new Set();
+    mappedTables.set(key, set);
+  }
+  set.add({ attach, sgt });
   return sgt;
+}
+
+/** Tables mapped by {@linkcode dmaBufMapMemory} in this thread, per buffer ("slot:gen"). */
+const mappedTables = new Map<string, Set<{ attach: DmaBufAttachment; sgt: SgTable }>>();
+
+function bufKey(buf: DmaBuf): string {
+  return `${buf._slot}:${buf._gen}`;
+}
+
+/**
+ * The generic `begin_cpu_access` of a memory-backed exporter (the system heap's): every table
+ * mapped by {@linkcode dmaBufMapMemory} in this thread is synced for the CPU
+ * (`dma_sync_sgtable_for_cpu(attach.dev, table, dir)`), so a non-coherent device's writes reach
+ * memory before the CPU reads (`DMA_BUF_SYNC_START`).
+ */
+export function dmaBufBeginCpuAccessMemory(buf: DmaBuf, dir: DmaDataDirection): void {
+  for (const { attach, sgt } of mappedTables.get(bufKey(buf)) ?? []) {
+    if (sgt.mapped) attach.dev.syncSgtableForCpu(sgt, dir);
+  }
+}
+
+/**
+ * The generic `end_cpu_access`: every table mapped in this thread is synced for its device
+ * (`dma_sync_sgtable_for_device`), so the CPU's writes reach a non-coherent device's copy
+ * (`DMA_BUF_SYNC_END`).
+ */
+export function dmaBufEndCpuAccessMemory(buf: DmaBuf, dir: DmaDataDirection): void {
+  for (const { attach, sgt } of mappedTables.get(bufKey(buf)) ?? []) {
+    if (sgt.mapped) attach.dev.syncSgtableForDevice(sgt, dir);
+  }
 }
 
 /** The generic `unmap` matching {@linkcode dmaBufMapMemory}. */
@@ -1258,6 +1398,11 @@ export function dmaBufUnmapMemory(
   dir: DmaDataDirection,
 ): void {
   attach.dev.unmapSgtable(sgt, dir);
+  const key = bufKey(attach.dmabuf);
+  const set = mappedTables.get(key);
+  if (!set) return;
+  for (const e of set) if (e.sgt === sgt) set.delete(e);
+  if (set.size === 0) mappedTables.delete(key);
 }
 
 /** Ops of a plain memory-backed exporter (`mmap`, map/unmap through the memory, no-op release). */
@@ -1269,5 +1414,7 @@ export function memoryExporterOps(release: (buf: DmaBuf) => void = () => {}): Dm
     mmap: () => {},
     vmap: () => {},
     vunmap: () => {},
+    beginCpuAccess: dmaBufBeginCpuAccessMemory,
+    endCpuAccess: dmaBufEndCpuAccessMemory,
   };
 }

@@ -9,8 +9,12 @@ export {
   Device,
   type DeviceInit,
   DmaDataDirection,
+  type DmaPageTableDescriptor,
+  type DmaPteDescriptor,
+  DmaWindow,
   isDmaDirection,
 } from './device.js';
+export { DmaEngine, type DmaJob, type DmaJobOptions, type DmaRange } from './devices/dma-engine.js';
 export {
   DMA_BUF_NAME_LEN,
   DMA_BUF_SYNC_END,
@@ -24,12 +28,15 @@ export {
   type DmaBufAttachOps,
   type DmaBufExportInfo,
   type DmaBufInfo,
+  type DmaBufLookup,
   DmaBufMapping,
   type DmaBufMessage,
   type DmaBufMmapOptions,
   type DmaBufOps,
   type DmaBufVma,
   type DmaBufWaitOptions,
+  dmaBufBeginCpuAccessMemory,
+  dmaBufEndCpuAccessMemory,
   dmaBufMapMemory,
   dmaBufUnmapMemory,
   FMODE_READ,
