@@ -447,8 +447,12 @@ export class DmaBuf extends SharedObject {
     if (memory.byteLength < Math.ceil(size / PAGE_SIZE) * PAGE_SIZE) {
       throw new DmaBufError('EINVAL', `memory (${memory.byteLength} bytes) smaller than size`);
     }
+    // The exporter this buffer belongs to: the registration under its own name when the same
+    // ops object is registered under several names (one per heap, say), else any of them.
     let registeredName: string | undefined;
-    for (const [n, o] of registry) if (o === ops) registeredName = n;
+    if (info.expName !== undefined && registry.get(info.expName) === ops)
+      registeredName = info.expName;
+    else for (const [n, o] of registry) if (o === ops) registeredName = n;
     const expName = info.expName ?? registeredName ?? 'unknown';
     if (typeof expName !== 'string') throw new DmaBufError('EINVAL', 'expName must be a string');
     const registered = registeredName !== undefined && registeredName === expName;
