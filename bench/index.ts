@@ -49,5 +49,6 @@ register((await import('./fence.js')).fenceGroup);
 register((await import('./resv.js')).resvGroup);
 register((await import('./syncobj.js')).syncobjGroup);
 register((await import('./heaps.js')).heapsGroup);
+register((await import('./dmabuf.js')).dmabufGroup);
 
 process.exitCode = await main();

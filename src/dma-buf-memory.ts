@@ -196,7 +196,13 @@ export class BufferMemory {
   constructor(chunks: readonly MemoryChunk[]) {
     if (!Array.isArray(chunks)) throw new DmaBufError('EINVAL', 'chunks must be an array');
     chunks.forEach(checkChunk);
-    this.chunks = Object.freeze(chunks.map((c) => Object.freeze({ ...c })));
+    this.chunks = Object.freeze(
+      chunks.map((c) =>
+        // A literal of one shape (not a spread): a spread copy of each chunk, frozen, made every
+        // import cost microseconds per chunk.
+        Object.freeze({ sab: c.sab, offset: c.offset, length: c.length, phys: c.phys }),
+      ),
+    );
     const starts: number[] = [];
     let at = 0;
     for (const c of this.chunks) {
