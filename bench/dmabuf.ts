@@ -135,6 +135,7 @@ export const dmabufGroup: BenchGroup = {
       out.push({ ...growth, note: 'target: ratio <= 2 (cost does not grow with size)' });
     } finally {
       heap.remove();
+      heap.dispose();
     }
     return out;
   },

@@ -3,7 +3,8 @@
 // range against a memlock-like limit, unpinning at release, all-or-nothing failures.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { MAP_PRIVATE, PROT_READ, SEEK_END } from '../src/dma-buf.js';
+import { DmaBuf, MAP_PRIVATE, MAP_SHARED, PROT_READ, SEEK_END } from '../src/dma-buf.js';
+import { createSystemHeap } from '../src/heaps/system-heap.js';
 import {
   F_SEAL_FUTURE_WRITE,
   F_SEAL_GROW,
@@ -219,5 +220,25 @@ describe('udmabuf', () => {
     );
     zero.dispose();
     assert.equal(m.pinnedPages, 0);
+  });
+});
+
+describe("a dma-buf's own memory as user memory (seed 002)", () => {
+  it('is refused: only memfds can be imported, and a mapping resolves to its buffer', async () => {
+    const start = baseline();
+    const heap = createSystemHeap({ name: 'udmabuf-seed-002', capacity: 1 << 20 });
+    const buf = heap.allocate(2 * K);
+    const map = buf.mmap({ prot: PROT_READ, flags: MAP_SHARED });
+    const sab = buf.memory.chunks[0]!.sab;
+    assert.throws(() => MemFd.of(sab), errno('EINVAL'), "a dma-buf's memory is not a memfd");
+    const hit = DmaBuf.fromMapping(map.view, 0);
+    assert.ok(hit, 'the mapping resolves to the buffer it maps');
+    assert.equal(hit.buf.ino, buf.ino);
+    hit.buf.dispose();
+    map.unmap();
+    buf.dispose();
+    heap.remove();
+    heap.dispose();
+    await assertNoLeak(start);
   });
 });
