@@ -93,6 +93,94 @@ function cachePage(buffer: SharedArrayBuffer): CachePage {
   };
 }
 
+/** @internal One page of a non-coherent device's mapping, postable: its cache and its memory. */
+export interface NcPage {
+  readonly cache: SharedArrayBuffer;
+  readonly sab: SharedArrayBuffer;
+  readonly offset: number;
+  /**
+   * The page-ownership words of `sab` ({@linkcode pageOwners}): a `SharedArrayBuffer` posted in
+   * another message is another object there, so the words travel with the page.
+   */
+  readonly owners: SharedArrayBuffer;
+}
+
+const cacheViews = new WeakMap<SharedArrayBuffer, CachePage>();
+function cacheOf(buffer: SharedArrayBuffer): CachePage {
+  let c = cacheViews.get(buffer);
+  if (!c) {
+    c = cachePage(buffer);
+    cacheViews.set(buffer, c);
+  }
+  return c;
+}
+
+const ownerViews = new WeakMap<SharedArrayBuffer, Int32Array>();
+function ownersOf(p: NcPage): Int32Array {
+  let o = ownerViews.get(p.owners);
+  if (!o) {
+    o = new Int32Array(p.owners);
+    ownerViews.set(p.owners, o);
+  }
+  return o;
+}
+
+/** Hands a cache page to the device (1) or the CPU (0); keeps the page-ownership counts. */
+function ownPage(c: CachePage, owners: Int32Array, offset: number, device: boolean): void {
+  const was = Atomics.exchange(c.words, C_OWNED, device ? 1 : 0) !== 0;
+  if (was !== device) Atomics.add(owners, offset / PAGE_SIZE, device ? 1 : -1);
+}
+
+/** `arch_sync_dma_for_device` of one page. */
+function pageSyncForDevice(
+  c: CachePage,
+  sab: SharedArrayBuffer,
+  owners: Int32Array,
+  offset: number,
+  dir: DmaDataDirection,
+): void {
+  if (dir === DmaDataDirection.TO_DEVICE || dir === DmaDataDirection.BIDIRECTIONAL) {
+    const mem = new Uint8Array(sab, offset, PAGE_SIZE);
+    if (Atomics.load(c.words, C_DIRTY) === 0) c.data.set(mem);
+    else for (let i = 0; i < PAGE_SIZE; i++) if (c.dirty[i] === 0) c.data[i] = mem[i]!;
+  }
+  ownPage(c, owners, offset, true);
+}
+
+/** `arch_sync_dma_for_cpu` of one page. */
+function pageSyncForCpu(
+  c: CachePage,
+  sab: SharedArrayBuffer,
+  owners: Int32Array,
+  offset: number,
+  dir: DmaDataDirection,
+): void {
+  const pull = dir === DmaDataDirection.FROM_DEVICE || dir === DmaDataDirection.BIDIRECTIONAL;
+  if (pull && Atomics.exchange(c.words, C_DIRTY, 0) !== 0) {
+    const mem = new Uint8Array(sab, offset, PAGE_SIZE);
+    for (let i = 0; i < PAGE_SIZE; i++) {
+      if (c.dirty[i] !== 0) {
+        mem[i] = c.data[i]!;
+        c.dirty[i] = 0;
+      }
+    }
+  }
+  ownPage(c, owners, offset, false);
+}
+
+/**
+ * @internal `dma_sync_sgtable_for_cpu` from any thread, over the pages of a mapping made in
+ * another one ({@linkcode Device._ncPages}).
+ */
+export function ncSyncForCpu(pages: readonly NcPage[], dir: DmaDataDirection): void {
+  for (const p of pages) pageSyncForCpu(cacheOf(p.cache), p.sab, ownersOf(p), p.offset, dir);
+}
+
+/** @internal `dma_sync_sgtable_for_device` from any thread (see {@linkcode ncSyncForCpu}). */
+export function ncSyncForDevice(pages: readonly NcPage[], dir: DmaDataDirection): void {
+  for (const p of pages) pageSyncForDevice(cacheOf(p.cache), p.sab, ownersOf(p), p.offset, dir);
+}
+
 interface Pte {
   readonly sab: SharedArrayBuffer;
   readonly offset: number;
@@ -410,45 +498,39 @@ export class Device {
     return e.cache;
   }
 
-  #own(e: CacheEntry, device: boolean): void {
-    const was = Atomics.exchange(e.cache.words, C_OWNED, device ? 1 : 0) !== 0;
-    if (was !== device) Atomics.add(pageOwners(e.sab), e.offset / PAGE_SIZE, device ? 1 : -1);
-  }
-
   /** `arch_sync_dma_for_device`: CPU writes reach the device's copy (TO_DEVICE, BIDIRECTIONAL). */
   #syncForDevice(m: Mapped, dir: DmaDataDirection): void {
-    const push = dir === DmaDataDirection.TO_DEVICE || dir === DmaDataDirection.BIDIRECTIONAL;
     for (const phys of m.pages) {
       const e = this.#caches.get(phys);
-      if (!e) continue;
-      if (push) {
-        const mem = new Uint8Array(e.sab, e.offset, PAGE_SIZE);
-        const c = e.cache;
-        if (Atomics.load(c.words, C_DIRTY) === 0) c.data.set(mem);
-        else for (let i = 0; i < PAGE_SIZE; i++) if (c.dirty[i] === 0) c.data[i] = mem[i]!;
-      }
-      this.#own(e, true);
+      if (e) pageSyncForDevice(e.cache, e.sab, pageOwners(e.sab), e.offset, dir);
     }
   }
 
   /** `arch_sync_dma_for_cpu`: the device's writes reach memory (FROM_DEVICE, BIDIRECTIONAL). */
   #syncForCpu(m: Mapped, dir: DmaDataDirection): void {
-    const pull = dir === DmaDataDirection.FROM_DEVICE || dir === DmaDataDirection.BIDIRECTIONAL;
     for (const phys of m.pages) {
       const e = this.#caches.get(phys);
-      if (!e) continue;
-      const c = e.cache;
-      if (pull && Atomics.exchange(c.words, C_DIRTY, 0) !== 0) {
-        const mem = new Uint8Array(e.sab, e.offset, PAGE_SIZE);
-        for (let i = 0; i < PAGE_SIZE; i++) {
-          if (c.dirty[i] !== 0) {
-            mem[i] = c.data[i]!;
-            c.dirty[i] = 0;
-          }
-        }
-      }
-      this.#own(e, false);
+      if (e) pageSyncForCpu(e.cache, e.sab, pageOwners(e.sab), e.offset, dir);
     }
+  }
+
+  /**
+   * @internal The device-cache pages of a table mapped for this (non-coherent) device, in
+   * postable form, so that another thread can sync them ({@linkcode ncSyncForCpu},
+   * {@linkcode ncSyncForDevice}). Empty for a coherent device.
+   */
+  _ncPages(sgt: SgTable): NcPage[] {
+    const m = this.#mapped.get(sgt);
+    if (!m) return [];
+    const out: NcPage[] = [];
+    for (const phys of m.pages) {
+      const e = this.#caches.get(phys);
+      if (e) {
+        const owners = pageOwners(e.sab).buffer as SharedArrayBuffer;
+        out.push({ cache: e.cache.buffer, sab: e.sab, offset: e.offset, owners });
+      }
+    }
+    return out;
   }
 
   #mappedFor(sgt: SgTable, what: string): Mapped {

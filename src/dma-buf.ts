@@ -68,6 +68,12 @@
 
 import { type Device, DmaDataDirection, isDmaDirection } from './device.js';
 import {
+  dmaBufListAdd,
+  dmaBufListAttach,
+  dmaBufListDel,
+  dmaBufListDetach,
+} from './dma-buf-list.js';
+import {
   type BufferMemory,
   type BufferMemoryDescriptor,
   BufferMemory as Memory,
@@ -75,6 +81,16 @@ import {
   PAGE_SHIFT,
   PAGE_SIZE,
 } from './dma-buf-memory.js';
+import {
+  type NcEntry,
+  ncAdoptAll,
+  ncEntries,
+  ncMappingCount,
+  ncRegister,
+  ncSyncBufferForCpu,
+  ncSyncBufferForDevice,
+  ncUnregister,
+} from './dma-buf-ncsync.js';
 import { dmaDebugEnabled } from './dma-debug.js';
 import { DmaResv, DmaResvUsage, dmaResvUsageRw, resvRelease } from './dma-resv.js';
 import { SgTable } from './scatterlist.js';
@@ -160,6 +176,12 @@ const W_RESV = 21;
 const W_RESVGEN = 22;
 const W_XFLAGS = 23; // bit 0: registered exporter
 const X_REGISTERED = 1;
+/** W_XFLAGS bits 1..30: the buffer's node on the global list (dma-buf-list.ts) + 1. */
+const X_NODE_SHIFT = 1;
+
+function listNode(d: Domain, slot: number): number {
+  return (d.ld(slot, W_XFLAGS) >>> X_NODE_SHIFT) - 1;
+}
 
 function lockName(d: Domain, slot: number): void {
   const w = d.base(slot) + W_NAMELOCK;
@@ -341,6 +363,8 @@ function finishRelease(
     process.emitWarning(`dma-buf released with ${attached} attachment(s) left`, 'DmaBufWarning');
   }
   const buf = new DmaBuf(ADOPT, slot, gen, false, memory ?? localOf(slot, gen)?.memory ?? EMPTY);
+  const node = listNode(d, slot);
+  if (node >= 0) dmaBufListDel(d, node);
   try {
     ops?.release(buf);
   } finally {
@@ -359,6 +383,8 @@ const EMPTY: BufferMemory = new Memory([]);
 /** The message `share()` returns: a shared-object message plus the memory. */
 export interface DmaBufMessage extends SharedMessage {
   readonly memory: BufferMemoryDescriptor;
+  /** Live non-coherent device mappings known to the sharing thread (dma-buf-ncsync.ts). */
+  readonly nc?: readonly NcEntry[];
 }
 
 /** `fdinfo` of a dma-buf. */
@@ -498,6 +524,16 @@ export class DmaBuf extends SharedObject {
     Atomics.store(i32, b + W_RESVGEN, resvGen);
     Atomics.store(i32, b + W_XFLAGS, registered ? X_REGISTERED : 0);
     const gen = d.gen(slot);
+    let node: number;
+    try {
+      node = dmaBufListAdd(d, slot, gen);
+    } catch (e) {
+      d.free(slot);
+      if (d.put(resvSlot)) resvRelease(d, resvSlot);
+      throw e;
+    }
+    const xw = d.base(slot) + W_XFLAGS; // base() first: it may refresh the views
+    Atomics.or(d.i32, xw, (node + 1) << X_NODE_SHIFT);
     const l = remember(slot, gen, memory);
     l.owner = true;
     if (!registered) l.ops = ops;
@@ -521,6 +557,7 @@ export class DmaBuf extends SharedObject {
       putBuf(msg.slot);
       throw e;
     }
+    ncAdoptAll(`${msg.slot}:${msg.gen}`, msg.nc);
     return new DmaBuf(ADOPT, msg.slot, msg.gen, true, memory);
   }
 
@@ -594,7 +631,7 @@ export class DmaBuf extends SharedObject {
   /** A message for `DmaBuf.import` in another thread (holds a reference until imported). */
   override share(): DmaBufMessage {
     const m = super.share();
-    return { ...m, memory: this.#memory.descriptor() };
+    return { ...m, memory: this.#memory.descriptor(), nc: ncEntries(bufKey(this)) };
   }
 
   /** `get_dma_buf`: a new reference as a new handle. */
@@ -1009,6 +1046,8 @@ export class DmaBuf extends SharedObject {
     const a = new DmaBufAttachment(ATTACH, this, dev, importerOps);
     this.#ops('attach')?.attach?.(this, a);
     Atomics.add(d.i32, d.base(this._slot) + W_ATTACH, 1);
+    const node = listNode(d, this._slot);
+    if (node >= 0) dmaBufListAttach(d, node, dev.name);
     a._attached = true;
     return a;
   }
@@ -1030,6 +1069,8 @@ export class DmaBuf extends SharedObject {
     }
     attach._attached = false;
     Atomics.sub(d.i32, d.base(this._slot) + W_ATTACH, 1);
+    const node = listNode(d, this._slot);
+    if (node >= 0) dmaBufListDetach(d, node, attach.dev.name);
     this.#ops('detach')?.detach?.(this, attach);
   }
 
@@ -1346,53 +1387,57 @@ export class DmaBufAttachment {
   }
 }
 
+// ---- debug access (dma-buf-bufinfo.ts) ------------------------------------------------------------
+
+/**
+ * @internal A handle adopting a reference already taken on buffer (slot, gen) (the global list's
+ * walk); its memory is this thread's view when it has one, else empty.
+ */
+export function _dmaBufAdopt(slot: number, gen: number): DmaBuf {
+  return new DmaBuf(ADOPT, slot, gen, true, localOf(slot, gen)?.memory ?? EMPTY);
+}
+
 // ---- exporter helpers ---------------------------------------------------------------------------
 
 /**
  * The generic `map` of a memory-backed exporter: a fresh table over the buffer's memory,
- * mapped for the attachment's device.
+ * mapped for the attachment's device. A mapping for a non-coherent device is entered in the
+ * buffer's list of live non-coherent mappings, which every thread sees (dma-buf-ncsync.ts).
  */
 export function dmaBufMapMemory(attach: DmaBufAttachment, dir: DmaDataDirection): SgTable {
   const sgt = SgTable.fromMemory(attach.dmabuf.memory);
   attach.dev.mapSgtable(sgt, dir);
-  const key = bufKey(attach.dmabuf);
-  let set = mappedTables.get(key);
-  if (!set) {
-    set = new Set();
-    mappedTables.set(key, set);
+  if (!attach.dev.coherent) {
+    const key = bufKey(attach.dmabuf);
+    ncIds.set(sgt, { key, id: ncRegister(key, attach.dev._ncPages(sgt)) });
   }
-  set.add({ attach, sgt });
   return sgt;
 }
 
-/** Tables mapped by {@linkcode dmaBufMapMemory} in this thread, per buffer ("slot:gen"). */
-const mappedTables = new Map<string, Set<{ attach: DmaBufAttachment; sgt: SgTable }>>();
+/** Non-coherent tables mapped by {@linkcode dmaBufMapMemory} in this thread. */
+const ncIds = new WeakMap<SgTable, { key: string; id: string }>();
 
 function bufKey(buf: DmaBuf): string {
   return `${buf._slot}:${buf._gen}`;
 }
 
 /**
- * The generic `begin_cpu_access` of a memory-backed exporter (the system heap's): every table
- * mapped by {@linkcode dmaBufMapMemory} in this thread is synced for the CPU
- * (`dma_sync_sgtable_for_cpu(attach.dev, table, dir)`), so a non-coherent device's writes reach
- * memory before the CPU reads (`DMA_BUF_SYNC_START`).
+ * The generic `begin_cpu_access` of a memory-backed exporter (the system heap's): every live
+ * table mapped by {@linkcode dmaBufMapMemory} for a non-coherent device, in any thread, is synced
+ * for the CPU (`dma_sync_sgtable_for_cpu(attach.dev, table, dir)`), so the device's writes reach
+ * memory before the CPU reads (`DMA_BUF_SYNC_START`). Coherent devices need nothing.
  */
 export function dmaBufBeginCpuAccessMemory(buf: DmaBuf, dir: DmaDataDirection): void {
-  for (const { attach, sgt } of mappedTables.get(bufKey(buf)) ?? []) {
-    if (sgt.mapped) attach.dev.syncSgtableForCpu(sgt, dir);
-  }
+  ncSyncBufferForCpu(bufKey(buf), dir);
 }
 
 /**
- * The generic `end_cpu_access`: every table mapped in this thread is synced for its device
- * (`dma_sync_sgtable_for_device`), so the CPU's writes reach a non-coherent device's copy
- * (`DMA_BUF_SYNC_END`).
+ * The generic `end_cpu_access`: every live non-coherent table of the buffer, in any thread, is
+ * synced for its device (`dma_sync_sgtable_for_device`), so the CPU's writes reach the device's
+ * copy (`DMA_BUF_SYNC_END`).
  */
 export function dmaBufEndCpuAccessMemory(buf: DmaBuf, dir: DmaDataDirection): void {
-  for (const { attach, sgt } of mappedTables.get(bufKey(buf)) ?? []) {
-    if (sgt.mapped) attach.dev.syncSgtableForDevice(sgt, dir);
-  }
+  ncSyncBufferForDevice(bufKey(buf), dir);
 }
 
 /** The generic `unmap` matching {@linkcode dmaBufMapMemory}. */
@@ -1401,12 +1446,17 @@ export function dmaBufUnmapMemory(
   sgt: SgTable,
   dir: DmaDataDirection,
 ): void {
+  const nc = ncIds.get(sgt);
+  if (nc) {
+    ncIds.delete(sgt);
+    ncUnregister(nc.key, nc.id);
+  }
   attach.dev.unmapSgtable(sgt, dir);
-  const key = bufKey(attach.dmabuf);
-  const set = mappedTables.get(key);
-  if (!set) return;
-  for (const e of set) if (e.sgt === sgt) set.delete(e);
-  if (set.size === 0) mappedTables.delete(key);
+}
+
+/** Live non-coherent device mappings of `buf` known to this thread (all threads'; tests). */
+export function dmaBufNoncoherentMappings(buf: DmaBuf): number {
+  return ncMappingCount(bufKey(buf));
 }
 
 /** Ops of a plain memory-backed exporter (`mmap`, map/unmap through the memory, no-op release). */

@@ -43,6 +43,8 @@
 import {
   DmaBuf,
   type DmaBufOps,
+  dmaBufBeginCpuAccessMemory,
+  dmaBufEndCpuAccessMemory,
   dmaBufMapMemory,
   dmaBufUnmapMemory,
   MAP_SHARED,
@@ -764,8 +766,9 @@ export const heapOps: DmaBufOps = {
   },
   vmap: () => {},
   vunmap: () => {},
-  beginCpuAccess: () => {},
-  endCpuAccess: () => {},
+  // system_heap_dma_buf_begin/end_cpu_access: sync every mapped attachment (any thread).
+  beginCpuAccess: dmaBufBeginCpuAccessMemory,
+  endCpuAccess: dmaBufEndCpuAccessMemory,
 };
 
 /**

@@ -38,6 +38,7 @@ export {
   dmaBufBeginCpuAccessMemory,
   dmaBufEndCpuAccessMemory,
   dmaBufMapMemory,
+  dmaBufNoncoherentMappings,
   dmaBufUnmapMemory,
   FMODE_READ,
   FMODE_WRITE,
@@ -60,6 +61,20 @@ export {
   SEEK_SET,
 } from './dma-buf.js';
 export {
+  type DmaBufExporterTotals,
+  type DmaBufInfoDump,
+  type DmaBufInfoEntry,
+  type DmaBufInfoFence,
+  type DmaBufSysfsStats,
+  dmaBufDebugInfo,
+  dmaBufDebugShow,
+  dmaBufExporterTotals,
+  dmaBufHeapTotals,
+  dmaBufSysfsRead,
+  dmaBufSysfsStats,
+} from './dma-buf-bufinfo.js';
+export { dmaBufListCount, MAX_LISTED_DEVICES } from './dma-buf-list.js';
+export {
   allocBacking,
   type Backing,
   BufferMemory,
@@ -72,6 +87,7 @@ export {
   PAGE_SIZE,
   pageAlign,
 } from './dma-buf-memory.js';
+export { DmaBufSyncFile, exportSyncFile, importSyncFile } from './dma-buf-sync-file.js';
 export { dmaDebugEnabled, dmaDebugReports, setDmaDebug } from './dma-debug.js';
 export {
   DMA_FENCE_FLAG,
@@ -118,6 +134,29 @@ export {
   lockAll,
   lockAllAsync,
 } from './drm-exec.js';
+export {
+  DRM_FILE_PAGE_OFFSET_START,
+  DrmDevice,
+  type DrmDeviceInit,
+  type DrmDumb,
+  DrmGemFile,
+  type GemImportAttach,
+  type GemMapping,
+  type GemMmapOptions,
+  GemObject,
+  type GemObjectStats,
+} from './drm-gem.js';
+export {
+  DRM_CLOEXEC,
+  DRM_GEM_EXPORTER,
+  DRM_RDWR,
+  drmGemPrimeExport,
+  drmGemPrimeImport,
+  drmGemPrimeOps,
+  isGemPrimeDmaBuf,
+  primeFdToHandle,
+  primeHandleToFd,
+} from './drm-prime.js';
 export {
   DRM_CAP_SYNCOBJ,
   DRM_CAP_SYNCOBJ_TIMELINE,
@@ -196,6 +235,22 @@ export {
   udmabufIoctl,
   udmabufParams,
 } from './udmabuf.js';
+export {
+  isVirtioDmaBuf,
+  VIRTIO_GPU_EXPORTER,
+  type VirtioChannel,
+  type VirtioDmaBufOps,
+  VirtioGpuDevice,
+  type VirtioGpuDeviceOptions,
+  VirtioHost,
+  type VirtioHostOptions,
+  VirtioUuidState,
+  virtioDmaBufAttach,
+  virtioDmaBufExport,
+  virtioDmaBufGetUuid,
+  virtioGpuDmaBufOps,
+  virtioGpuUuidState,
+} from './virtio-dma-buf.js';
 export {
   WwAcquireCtx,
   WwClass,

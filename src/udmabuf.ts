@@ -17,6 +17,8 @@
  * - All-or-nothing: a failure unpins everything pinned so far. Repeated and overlapping ranges
  *   are legal; each is pinned (and counted) separately. Contents alias the memfd.
  * - mmap needs MAP_SHARED (else EINVAL). Unknown ioctl → ENOTTY.
+ * - end_cpu_access (`DMA_BUF_SYNC_END`) before the first begin_cpu_access → EINVAL (6.1 keeps
+ *   `ubuf->sg` from the first begin; there is none before it).
  *
  * ## Pin accounting (deviation: mainline udmabuf charges nothing; the brief asks for seed 004's)
  * - Each {@linkcode PinAccount} (an "mm") has a pinned-page counter and a limit (default 8 MiB,
@@ -88,7 +90,9 @@ const ACC_BASE = 16;
 const ACC_WORDS = 4; // inUse, pinned pages, limit pages, capIpcLock
 const LEDGER = 4096;
 const LEDGER_BASE = ACC_BASE + ACCOUNTS * ACC_WORDS;
-const LED_WORDS = 4; // ino lo, ino hi, account + 1, pages
+const LED_WORDS = 4; // ino lo, ino hi, (account + 1) | LED_SG, pages
+/** Ledger flag: the buffer's own sg table exists (`ubuf->sg`, made by the first begin). */
+const LED_SG = 1 << 30;
 /** Default memlock limit (bytes): RLIMIT_MEMLOCK's default since 5.16. */
 export const DEFAULT_MEMLOCK_LIMIT = 8 << 20;
 
@@ -247,12 +251,32 @@ function ledgerTake(ino: bigint): [number, number] | undefined {
     for (let e = 0; e < LEDGER; e++) {
       const b = LEDGER_BASE + e * LED_WORDS;
       if (t[b + 2] !== 0 && t[b] === lo && t[b + 1] === hi) {
-        const r: [number, number] = [t[b + 2]! - 1, t[b + 3]!];
+        const r: [number, number] = [(t[b + 2]! & ~LED_SG) - 1, t[b + 3]!];
         t[b + 2] = 0;
         return r;
       }
     }
     return undefined;
+  });
+}
+
+/**
+ * Sets (`set`) or reads the buffer's "sg table made" flag in its ledger entry; returns the flag's
+ * value before the call (false for a buffer without entry).
+ */
+function ledgerSg(ino: bigint, set: boolean): boolean {
+  return locked((t) => {
+    const lo = Number(ino & 0xffffffffn) | 0;
+    const hi = Number(ino >> 32n) | 0;
+    for (let e = 0; e < LEDGER; e++) {
+      const b = LEDGER_BASE + e * LED_WORDS;
+      if (t[b + 2] !== 0 && t[b] === lo && t[b + 1] === hi) {
+        const was = (t[b + 2]! & LED_SG) !== 0;
+        if (set) t[b + 2] = t[b + 2]! | LED_SG;
+        return was;
+      }
+    }
+    return false;
   });
 }
 
@@ -402,8 +426,17 @@ export const udmabufOps: DmaBufOps = {
   },
   vmap: () => {},
   vunmap: () => {},
-  beginCpuAccess: () => {},
-  endCpuAccess: () => {},
+  // begin_cpu_access makes the buffer's own table on first use (`ubuf->sg`) and syncs it for the
+  // CPU afterwards (the misc device is coherent: nothing moves); end_cpu_access without that
+  // table → EINVAL (6.1: an END before any START fails).
+  beginCpuAccess: (buf) => {
+    ledgerSg(buf.ino, true);
+  },
+  endCpuAccess: (buf) => {
+    if (!ledgerSg(buf.ino, false)) {
+      throw new DmaBufError('EINVAL', 'udmabuf: end_cpu_access before any begin_cpu_access');
+    }
+  },
 };
 
 registerDmaBufExporter(UDMABUF_EXP_NAME, udmabufOps);

@@ -43,7 +43,8 @@ const H_NAMES_USED = 9;
 const H_CONTEXT = 16;
 /**
  * Words 32..63 are free for objects that need one global word (see {@linkcode Domain.globalWord}):
- * n = 0, 1 the stub fence (slot, lock), n = 2 the ww_mutex stamp counter, n = 24..26 the heap
+ * n = 0, 1 the stub fence (slot, lock), n = 2 the ww_mutex stamp counter, n = 20..22 the global
+ * dma-buf list (lock, head node, count; dma-buf-list.ts), n = 24..26 the heap
  * registry (lock, head, head generation), n = 28, 29 the dma-buf inode counter, n = 31 the
  * physical page-frame counter of buffer memory.
  */

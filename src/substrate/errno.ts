@@ -31,6 +31,7 @@ export const ERRNO = {
   ERANGE: 34,
   EDEADLK: 35,
   ENOSYS: 38,
+  ELOOP: 40,
   ENODATA: 61,
   ETIME: 62,
   EOVERFLOW: 75,
