@@ -1081,19 +1081,11 @@ export class DmaFence extends SharedObject {
    * @throws {DmaBufError} EINVAL for a negative timeout; ERESTARTSYS when `signal` aborts.
    */
   async wait(opts: DmaFenceWaitOptions = {}): Promise<number> {
-    const d = this._check();
-    const timeout = checkTimeout(opts.timeout);
-    dmaFenceMightWait();
-    enableSlot(d, this._slot, this._gen);
-    const b = d.base(this._slot);
-    const done = (): boolean => (Atomics.load(d.i32, b + F.FLAGS) & SIGNALED) !== 0;
-    // As in dma_fence_default_wait: a signalled fence wins over a pending interruption.
-    if (done()) return timeout === 0 ? 1 : timeout;
-    throwIfAborted(opts.signal);
-    if (timeout === 0) return 0;
+    const w = this.#beginWait(opts, false);
+    if (typeof w === 'number') return w;
     const start = performance.now();
-    const ok = await waitUntilAsync(this.#target(d), done, timeout, opts.signal);
-    return ok ? remaining(timeout, start) : 0;
+    const ok = await waitUntilAsync(w.target, w.done, w.timeout, opts.signal);
+    return ok ? remaining(w.timeout, start) : 0;
   }
 
   /**
@@ -1104,9 +1096,24 @@ export class DmaFence extends SharedObject {
    *   aborted (a blocked thread cannot observe a later abort).
    */
   waitSync(opts: DmaFenceWaitOptions = {}): number {
+    const w = this.#beginWait(opts, true);
+    if (typeof w === 'number') return w;
+    const start = performance.now();
+    return waitUntil(w.target, w.done, w.timeout) ? remaining(w.timeout, start) : 0;
+  }
+
+  /**
+   * The common start of both waits (`dma_fence_wait_timeout` up to the sleep): checks, the
+   * annotations, enabling signalling, and the answers that need no sleep. Returns the result
+   * when there is nothing to wait for, else what the waiter needs.
+   */
+  #beginWait(
+    opts: DmaFenceWaitOptions,
+    blocking: boolean,
+  ): number | { target: WaitTarget; done: () => boolean; timeout: number } {
     const d = this._check();
     const timeout = checkTimeout(opts.timeout);
-    mightSleep('dma_fence_wait');
+    if (blocking) mightSleep('dma_fence_wait');
     dmaFenceMightWait();
     enableSlot(d, this._slot, this._gen);
     const b = d.base(this._slot);
@@ -1115,13 +1122,8 @@ export class DmaFence extends SharedObject {
     if (done()) return timeout === 0 ? 1 : timeout;
     throwIfAborted(opts.signal);
     if (timeout === 0) return 0;
-    const start = performance.now();
-    return waitUntil(this.#target(d), done, timeout) ? remaining(timeout, start) : 0;
-  }
-
-  #target(d: Domain): WaitTarget {
-    const b = d.base(this._slot);
-    return { region: d.region, index: b + F.FLAGS, sleepers: b + F.SLEEPERS };
+    const target: WaitTarget = { region: d.region, index: b + F.FLAGS, sleepers: b + F.SLEEPERS };
+    return { target, done, timeout };
   }
 
   /**
