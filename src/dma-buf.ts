@@ -94,7 +94,14 @@ import {
 import { dmaDebugEnabled } from './dma-debug.js';
 import { DmaResv, DmaResvUsage, dmaResvUsageRw, resvRelease } from './dma-resv.js';
 import { SgTable } from './scatterlist.js';
-import { type Domain, domain, RecordType, TYPE_SHIFT } from './substrate/domain.js';
+import {
+  type Domain,
+  domain,
+  R_REF,
+  RecordType,
+  refCount,
+  TYPE_SHIFT,
+} from './substrate/domain.js';
 import { DmaBufError } from './substrate/errno.js';
 import { claim, HandleKind, type SharedMessage, SharedObject } from './substrate/handle.js';
 
@@ -700,7 +707,7 @@ export class DmaBuf extends SharedObject {
   /** File references (every handle, mapping and in-flight message). */
   get refcount(): number {
     const d = this._check();
-    return d.ld(this._slot, 2);
+    return refCount(d.ld(this._slot, R_REF));
   }
 
   /** Number of attachments (all threads). */

@@ -34,7 +34,7 @@ import {
   setDeadlineSlot,
   signalSlot,
 } from './dma-fence.js';
-import { type Domain, R_REF, RecordType } from './substrate/domain.js';
+import { type Domain, R_REF, RecordType, refCount } from './substrate/domain.js';
 import { DmaBufError } from './substrate/errno.js';
 
 // ---- record layouts ---------------------------------------------------------------------------
@@ -614,7 +614,7 @@ function chainRelease(d: Domain, slot: number): void {
   while (v !== 0n) {
     const p = linkSlot(v);
     const pb = d.base(p);
-    if (Atomics.load(d.i32, pb + R_REF) > 1 || !isChainSlot(d, p)) break;
+    if (refCount(Atomics.load(d.i32, pb + R_REF)) > 1 || !isChainSlot(d, p)) break;
     v = Atomics.exchange(d.i64, (pb >> 1) + C_PREV64, 0n);
     putFence(p);
   }

@@ -37,7 +37,9 @@ import {
   Mail,
   R_FLAGS,
   R_GEN,
+  R_REF,
   RecordType,
+  refCount,
   TYPE_SHIFT,
 } from './substrate/domain.js';
 import { DmaBufError, ERRNO, MAX_ERRNO } from './substrate/errno.js';
@@ -446,7 +448,9 @@ function rescanLocal(): void {
     if (gone || !lf.ops) continue;
     if ((flags & ENABLE) !== 0 && !lf.enabled) runEnableOp(slot, lf.gen);
     if ((flags & DEADLINE_SET) !== 0) runDeadlineOp(slot, lf.gen);
-    if (Atomics.load(d.i32, b + 2) === 0 && (flags & OP_RELEASE) !== 0) runReleaseOp(slot, lf.gen);
+    if (refCount(Atomics.load(d.i32, b + R_REF)) === 0 && (flags & OP_RELEASE) !== 0) {
+      runReleaseOp(slot, lf.gen);
+    }
   }
 }
 
@@ -1428,7 +1432,7 @@ function stubSlot(d: Domain): number {
     if (again !== 0) return again - 1;
     const slot = initFenceRecord(d, FenceKindId.STUB, 0n, 0n, 'stub', 'stub', false);
     // The stub lives as long as the domain: a bias keeps its count from ever reaching zero.
-    Atomics.add(d.at32(slot), d.base(slot) + 2, 1 << 30);
+    Atomics.add(d.at32(slot), d.base(slot) + R_REF, 1 << 20);
     Atomics.or(d.at32(slot), d.base(slot) + F.FLAGS, ENABLE);
     signalSlot(d, slot, ktimeGetNs());
     Atomics.store(d.i32, w, slot + 1);

@@ -6,54 +6,14 @@
 // writes reach the device; CPU writes not told with END stay unseen by the device).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Worker } from 'node:worker_threads';
 import type { DmaBufMessage } from '../src/dma-buf.js';
 import { PAGE_SIZE } from '../src/dma-buf-memory.js';
 import type { DmaHeap } from '../src/dma-heap.js';
 import { createSystemHeap } from '../src/heaps/system-heap.js';
+import { RpcAgent } from './worker-rpc.js';
 import { assertNoLeak, baseline } from './workers/sync-client.js';
 
-interface Reply {
-  id?: number;
-  ok?: boolean;
-  value?: unknown;
-  message?: string;
-  ready?: number;
-}
-
-class Agent {
-  readonly worker: Worker;
-  readonly ready: Promise<number>;
-  #next = 1;
-  #pending = new Map<number, (r: Reply) => void>();
-  constructor() {
-    this.worker = new Worker(new URL('./workers/pipeline-agent.js', import.meta.url));
-    this.ready = new Promise((resolve) => {
-      this.worker.on('message', (m: Reply) => {
-        if (m.ready !== undefined) resolve(m.ready);
-        else if (m.id !== undefined) this.#pending.get(m.id)?.(m);
-      });
-    });
-  }
-  call<T>(op: string, args: Record<string, unknown> = {}): Promise<T> {
-    const id = this.#next++;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(id, (m) => {
-        this.#pending.delete(id);
-        if (m.ok) resolve(m.value as T);
-        else reject(new Error(m.message));
-      });
-      this.worker.postMessage({ id, op, ...args });
-    });
-  }
-  async stop(): Promise<void> {
-    const exited = new Promise((r) => this.worker.once('exit', r));
-    const t = setTimeout(() => void this.worker.terminate(), 3000);
-    await this.call('exit').catch(() => undefined);
-    await exited;
-    clearTimeout(t);
-  }
-}
+const agentScript = new URL('./workers/pipeline-agent.js', import.meta.url);
 
 const PATTERN = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77];
 const LEN = (1 << 20) + 65536 + 3 * PAGE_SIZE - 100; // 1 MiB + 64 KiB + 3 pages after PAGE_ALIGN
@@ -67,11 +27,16 @@ function assertPattern(bytes: Uint8Array, what: string): void {
 describe('dma-buf pipeline across four threads', () => {
   let start = 0;
   let heap: DmaHeap;
-  let agents: Agent[] = [];
+  let agents: RpcAgent[] = [];
   before(async () => {
     start = baseline();
     heap = createSystemHeap({ name: 'pipeline-system', capacity: 8 << 20 });
-    agents = [new Agent(), new Agent(), new Agent(), new Agent()];
+    agents = [
+      new RpcAgent(agentScript),
+      new RpcAgent(agentScript),
+      new RpcAgent(agentScript),
+      new RpcAgent(agentScript),
+    ];
     await Promise.all(agents.map((a) => a.ready));
   });
   after(async () => {
@@ -82,7 +47,7 @@ describe('dma-buf pipeline across four threads', () => {
   });
 
   it('heap alloc (1) → DMA engine fill (2) → mmap read with SYNC (3) → release (4)', async () => {
-    const [t1, t2, t3, t4] = agents as [Agent, Agent, Agent, Agent];
+    const [t1, t2, t3, t4] = agents as [RpcAgent, RpcAgent, RpcAgent, RpcAgent];
     const ids = await Promise.all(agents.map((a) => a.ready));
     assert.equal(new Set(ids).size, 4);
 
@@ -146,7 +111,7 @@ describe('dma-buf pipeline across four threads', () => {
   });
 
   it('SYNC_START in a thread that got the buffer before the device mapping existed', async () => {
-    const [t1, t2, t3, t4] = agents as [Agent, Agent, Agent, Agent];
+    const [t1, t2, t3, t4] = agents as [RpcAgent, RpcAgent, RpcAgent, RpcAgent];
     const al = await t1.call<{ msg: DmaBufMessage }>('alloc', {
       heap: heap.share(),
       len: 5 * 4096,

@@ -18,6 +18,7 @@ import { DmaFence } from '../src/dma-fence.js';
 import { DmaFenceArray } from '../src/dma-fence-array.js';
 import { DmaResvUsage } from '../src/dma-resv.js';
 import { SyncFile } from '../src/sync-file.js';
+import { inbox } from './worker-rpc.js';
 import { REGISTERED, registeredOps } from './workers/dmabuf-exporter.js';
 import { assertNoLeak, baseline, errno, live } from './workers/sync-client.js';
 
@@ -180,25 +181,7 @@ describe('IMPORT_SYNC_FILE', () => {
 describe('explicit/implicit handshake across threads', () => {
   it('a writer job in this thread, a reader in a worker, then a writer waits for the reader', async () => {
     const worker = new Worker(new URL('./workers/prime-implicit.js', import.meta.url));
-    const inbox: { op: string; [k: string]: unknown }[] = [];
-    let wake: (() => void) | undefined;
-    worker.on('message', (m) => {
-      inbox.push(m);
-      wake?.();
-    });
-    const next = async (op: string): Promise<Record<string, unknown>> => {
-      for (;;) {
-        const i = inbox.findIndex((m) => m.op === op || m.op === 'error');
-        if (i >= 0) {
-          const m = inbox.splice(i, 1)[0]!;
-          if (m.op === 'error') throw new Error(String(m.message));
-          return m;
-        }
-        await new Promise<void>((r) => {
-          wake = r;
-        });
-      }
-    };
+    const next = inbox(worker);
     try {
       await next('ready');
       using buf = newBuf();

@@ -4,13 +4,13 @@
 // released in a third.
 import assert from 'node:assert/strict';
 import { afterEach, before, beforeEach, describe, it } from 'node:test';
-import { Worker } from 'node:worker_threads';
 import { DmaDataDirection } from '../src/device.js';
 import { DmaEngine } from '../src/devices/dma-engine.js';
 import { DmaBuf, type DmaBufMessage, memoryExporterOps } from '../src/dma-buf.js';
 import { BufferMemory, PAGE_SIZE } from '../src/dma-buf-memory.js';
 import { setDmaDebug } from '../src/dma-debug.js';
 import { DmaResvUsage } from '../src/dma-resv.js';
+import { RpcAgent } from './worker-rpc.js';
 import { counters } from './workers/dmabuf-exporter.js';
 import { assertNoLeak, baseline, errno, live } from './workers/sync-client.js';
 
@@ -135,50 +135,16 @@ describe('DmaEngine', () => {
   });
 });
 
-interface Reply {
-  id?: number;
-  ok?: boolean;
-  value?: unknown;
-  message?: string;
-  ready?: number;
-}
-
-class Agent {
-  readonly worker: Worker;
-  readonly ready: Promise<number>;
-  #next = 1;
-  #pending = new Map<number, (r: Reply) => void>();
-  constructor() {
-    this.worker = new Worker(new URL('./workers/engine-agent.js', import.meta.url));
-    this.ready = new Promise((resolve) => {
-      this.worker.on('message', (m: Reply) => {
-        if (m.ready !== undefined) resolve(m.ready);
-        else if (m.id !== undefined) this.#pending.get(m.id)?.(m);
-      });
-    });
-  }
-  call<T>(op: string, args: Record<string, unknown> = {}): Promise<T> {
-    const id = this.#next++;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(id, (m) => {
-        this.#pending.delete(id);
-        if (m.ok) resolve(m.value as T);
-        else reject(new Error(m.message));
-      });
-      this.worker.postMessage({ id, op, ...args });
-    });
-  }
-  async stop(): Promise<void> {
-    const exited = new Promise((r) => this.worker.once('exit', r));
-    await this.call('exit').catch(() => undefined);
-    await exited;
-  }
-}
+const agentScript = new URL('./workers/engine-agent.js', import.meta.url);
 
 describe('across threads', () => {
   it('filled by a device in one thread, read through mmap in another, released in a third', async () => {
-    const agents = [new Agent(), new Agent(), new Agent()];
-    const [filler, reader, releaser] = agents as [Agent, Agent, Agent];
+    const agents = [
+      new RpcAgent(agentScript),
+      new RpcAgent(agentScript),
+      new RpcAgent(agentScript),
+    ];
+    const [filler, reader, releaser] = agents as [RpcAgent, RpcAgent, RpcAgent];
     try {
       const ids = await Promise.all(agents.map((a) => a.ready));
       const released = Atomics.load(counters, 0);

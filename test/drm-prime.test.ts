@@ -30,6 +30,7 @@ import {
   primeHandleToFd,
 } from '../src/drm-prime.js';
 import { SyncFile } from '../src/sync-file.js';
+import { inbox } from './worker-rpc.js';
 import { REGISTERED, registeredOps } from './workers/dmabuf-exporter.js';
 import { assertNoLeak, baseline, errno, live } from './workers/sync-client.js';
 
@@ -212,25 +213,7 @@ describe('PRIME import', () => {
 describe('two devices in two threads', () => {
   it('share buffers both ways and render under implicit sync', async () => {
     const worker = new Worker(new URL('./workers/prime-agent.js', import.meta.url));
-    const inbox: Record<string, unknown>[] = [];
-    let wake: (() => void) | undefined;
-    worker.on('message', (m) => {
-      inbox.push(m);
-      wake?.();
-    });
-    const next = async (op: string): Promise<Record<string, unknown>> => {
-      for (;;) {
-        const i = inbox.findIndex((m) => m.op === op || m.op === 'error');
-        if (i >= 0) {
-          const m = inbox.splice(i, 1)[0]!;
-          if (m.op === 'error') throw new Error(String(m.message));
-          return m;
-        }
-        await new Promise<void>((r) => {
-          wake = r;
-        });
-      }
-    };
+    const next = inbox(worker);
     try {
       await next('ready');
       const dev = new DrmDevice({ name: 'card0' });

@@ -24,6 +24,7 @@ import {
   virtioDmaBufGetUuid,
   virtioGpuUuidState,
 } from '../src/virtio-dma-buf.js';
+import { inbox } from './worker-rpc.js';
 import { REGISTERED, registeredOps } from './workers/dmabuf-exporter.js';
 import { assertNoLeak, baseline, errno, live } from './workers/sync-client.js';
 
@@ -152,25 +153,7 @@ describe('virtio-gpu UUIDs', () => {
     const host = new VirtioHost({ latencyMs: 5 });
     const dev = new VirtioGpuDevice(host.connect());
     const worker = new Worker(new URL('./workers/prime-virtio.js', import.meta.url));
-    const inbox: Record<string, unknown>[] = [];
-    let wake: (() => void) | undefined;
-    worker.on('message', (m) => {
-      inbox.push(m);
-      wake?.();
-    });
-    const next = async (op: string): Promise<Record<string, unknown>> => {
-      for (;;) {
-        const i = inbox.findIndex((m) => m.op === op || m.op === 'error');
-        if (i >= 0) {
-          const m = inbox.splice(i, 1)[0]!;
-          if (m.op === 'error') throw new Error(String(m.message));
-          return m;
-        }
-        await new Promise<void>((r) => {
-          wake = r;
-        });
-      }
-    };
+    const next = inbox(worker);
     try {
       await next('ready');
       const ch = host.connect();

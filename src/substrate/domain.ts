@@ -88,8 +88,25 @@ const MAX_BYTES = 1 << 30;
 export const R_FLAGS = 0;
 /** Word 1: generation; changes every time the slot is freed. Never 0 for a live record. */
 export const R_GEN = 1;
-/** Word 2: reference count. */
+/**
+ * Word 2: the reference word: a tag of the record's generation in bits 21..30 and the count in
+ * bits 0..20 (read the count with {@linkcode refCount}). The tag lets `tryGet` take a reference
+ * in one compare-exchange that fails if the slot was freed and reused meanwhile: without it, a
+ * reader could increment the next tenant's count, and its undo could drop that tenant's last
+ * reference without releasing it (a leak seen under the dma_resv stress test).
+ */
 export const R_REF = 2;
+const REF_COUNT_MASK = (1 << 21) - 1;
+
+/** The tag of generation `gen` in the reference word (never 0, so a freed word matches none). */
+function refTag(gen: number): number {
+  return ((gen % 1023) + 1) << 21;
+}
+
+/** The reference count in a reference word. */
+export function refCount(word: number): number {
+  return word & REF_COUNT_MASK;
+}
 /** Word 3: next free slot while the record is free (objects may reuse it while live). */
 const R_NEXT = 3;
 
@@ -289,7 +306,7 @@ export class Domain {
     const i32 = this.i32;
     // Plain stores: the record is private to this thread until it is published.
     i32.fill(0, b + 3, b + RECORD_WORDS);
-    i32[b + R_REF] = 1;
+    i32[b + R_REF] = refTag(Atomics.load(i32, b + R_GEN)) | 1;
     i32[b + R_FLAGS] = type << TYPE_SHIFT;
     Atomics.add(i32, H_LIVE, 1);
     return slot;
@@ -320,7 +337,7 @@ export class Domain {
     return (
       Atomics.load(this.i32, b + R_GEN) === gen &&
       (Atomics.load(this.i32, b + R_FLAGS) & TYPE_MASK) >>> TYPE_SHIFT === type &&
-      Atomics.load(this.i32, b + R_REF) > 0
+      refCount(Atomics.load(this.i32, b + R_REF)) > 0
     );
   }
 
@@ -331,13 +348,15 @@ export class Domain {
   tryGet(slot: number, gen: number, type: RecordType): boolean {
     if (!this.isLive(slot, gen, type)) return false;
     const ref = this.base(slot) + R_REF;
+    const tag = refTag(gen);
     for (;;) {
       const r = Atomics.load(this.i32, ref);
-      if (r <= 0) return false;
+      // Another generation's tag (the slot was reused) or a count of 0 (being released): gone.
+      if ((r & ~REF_COUNT_MASK) !== tag || refCount(r) === 0) return false;
       if (Atomics.compareExchange(this.i32, ref, r, r + 1) === r) break;
     }
     if (this.gen(slot) !== gen) {
-      // The slot was freed and reused between the check and the increment: undo.
+      // Only a generation 1023 reuses later can carry the same tag: undo (vanishingly rare).
       this.put(slot);
       return false;
     }
@@ -357,8 +376,8 @@ export class Domain {
   /** Drops a reference; returns true when it was the last one (the caller releases). */
   put(slot: number): boolean {
     const w = this.base(slot) + R_REF;
-    const prev = Atomics.sub(this.i32, w, 1);
-    if (prev <= 0) throw new DmaBufError('EINVAL', 'reference count underflow');
+    const prev = refCount(Atomics.sub(this.i32, w, 1));
+    if (prev === 0) throw new DmaBufError('EINVAL', 'reference count underflow');
     return prev === 1;
   }
 
