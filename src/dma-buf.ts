@@ -97,6 +97,7 @@ import { SgTable } from './scatterlist.js';
 import {
   type Domain,
   domain,
+  onMailReap,
   R_REF,
   RecordType,
   refCount,
@@ -324,6 +325,13 @@ function opsHere(d: Domain, slot: number, gen: number): DmaBufOps | undefined {
   }
   return undefined;
 }
+
+// A release request queued for an owner thread that was reaped (terminated): its op can never
+// run, so finish the release without it, as when the owner has left normally.
+onMailReap(MAIL_DMABUF_RELEASE, (slot, gen) => {
+  const d = domain();
+  if (d.gen(slot) === gen) finishRelease(d, slot, gen, undefined, undefined);
+});
 
 function ensureMail(d: Domain): number {
   const t = d.threadIndex();

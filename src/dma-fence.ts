@@ -35,11 +35,14 @@ import {
   type Domain,
   domain,
   Mail,
+  onMailReap,
+  onThreadReaped,
   R_FLAGS,
   R_GEN,
   R_REF,
   RecordType,
   refCount,
+  TYPE_MASK,
   TYPE_SHIFT,
 } from './substrate/domain.js';
 import { DmaBufError, ERRNO, MAX_ERRNO } from './substrate/errno.js';
@@ -330,6 +333,42 @@ function failOwnedFences(): void {
     signalSlot(d, slot, undefined);
   }
 }
+
+/**
+ * Scans for the fences thread `t` owned when it was reaped (it ended without leaving): those
+ * whose completion needs its ops complete with -ENODEV, as {@linkcode failOwnedFences} would
+ * have done in the thread itself.
+ */
+function failReapedOwner(t: number): void {
+  const d = domain();
+  const bump = d.recordsInUse();
+  for (let slot = 0; slot < bump; slot++) {
+    const b = d.base(slot);
+    const flags = Atomics.load(d.i32, b + F.FLAGS);
+    if ((flags & TYPE_MASK) >>> TYPE_SHIFT !== RecordType.FENCE) continue;
+    if ((flags & SIGNALED) !== 0 || (flags & (OP_ENABLE | OP_SIGNALED)) === 0) continue;
+    if (Atomics.load(d.i32, b + F.OWNER) !== t + 1) continue;
+    const gen = d.gen(slot);
+    if (!d.tryGet(slot, gen, RecordType.FENCE)) continue;
+    try {
+      if ((Atomics.load(d.i32, b + F.FLAGS) & SIGNALED) === 0) {
+        Atomics.store(d.i32, b + F.ERROR, -ERRNO.ENODEV);
+        signalSlot(d, slot, undefined);
+      }
+    } finally {
+      putFence(slot);
+    }
+  }
+}
+
+// What a reaped thread left queued: a callback notification carries a reference; a release
+// request is a fence whose owner's release op can never run now.
+onMailReap(Mail.CALLBACK, (slot) => putFence(slot));
+onMailReap(Mail.RELEASE, (slot, gen) => {
+  const d = domain();
+  if (d.gen(slot) === gen) freeFence(d, slot);
+});
+onThreadReaped(failReapedOwner);
 
 /** Runs this thread's callbacks of fence (slot, gen), which has signalled. */
 function runLocal(slot: number, gen: number): void {

@@ -16,6 +16,7 @@ import {
   lockRelease,
   type SharedMessage,
 } from '../src/index.js';
+import { domain } from '../src/substrate/domain.js';
 import {
   Agent,
   type AgentEvent,
@@ -741,5 +742,29 @@ describe('owner thread exit', () => {
     assert.ok(remaining > 0, 'the waiter woke before its timeout');
     assert.equal(f.getStatus(), -ERRNO.ENODEV);
     await exitOrTerminate(w);
+  });
+});
+
+describe('terminated worker', () => {
+  it('is reaped: its fences that need its ops fail with -ENODEV, its thread slot is freed', async () => {
+    const d = domain();
+    const threads = d.threadsInUse();
+    const w = new Worker(new URL('./workers/fence-terminated.js', import.meta.url));
+    const [ma, mb] = await new Promise<SharedMessage[]>((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    using a = DmaFence.import(ma!);
+    using b = DmaFence.import(mb!);
+    assert.equal(d.threadsInUse(), threads + 1);
+    const waiting = a.wait({ timeout: 5000 });
+    await w.terminate();
+    assert.ok((await waiting) > 0, 'the waiter woke');
+    assert.equal(a.getStatus(), -ERRNO.ENODEV);
+    // A fence that only had a release op can still be signalled by anyone.
+    assert.equal(b.isSignaledFlag(), false);
+    b.signal();
+    await until(() => d.threadsInUse() === threads, 3000);
+    assert.equal(d.threadsInUse(), threads, 'thread slot reaped');
   });
 });

@@ -284,6 +284,11 @@ export class Domain {
     this.i64 = this.region.i64;
   }
 
+  /** Number of record slots ever handed out (live or free): the range a scan must cover. */
+  recordsInUse(): number {
+    return Atomics.load(this.i32, H_BUMP);
+  }
+
   /** Number of live records (for leak checks). */
   liveRecords(): number {
     return Atomics.load(this.i32, H_LIVE);
@@ -553,6 +558,73 @@ export class Domain {
     }
   }
 
+  /**
+   * Cleans up after a thread that ended without leaving (a worker stopped with `terminate()`
+   * skips its exit path): frees its thread slot so the table does not fill up, hands every
+   * message still queued for it to the reap handler of its kind (a message may carry a
+   * reference), and tells the reaped-thread handlers so they can complete what only that thread
+   * could have completed. Called in the parent thread when a worker's 'exit' event fires; a
+   * thread that left normally has nothing to reap. Returns the freed index, or -1.
+   */
+  reapThread(tid: number): number {
+    let t = -1;
+    const queued: number[] = [];
+    lockWord(this.region, H_THREAD_LOCK);
+    try {
+      for (let i = 0; i < MAX_THREADS; i++) {
+        const b = THREADS_BASE + i * T_WORDS;
+        if (
+          Atomics.load(this.i32, b + T_STATE) === 1 &&
+          Atomics.load(this.i32, b + T_TID) === tid
+        ) {
+          t = i;
+          break;
+        }
+      }
+      if (t < 0 || t === this.#threadIndex) return -1;
+      const b = THREADS_BASE + t * T_WORDS;
+      // Refuse new mail, take what is queued, then free the slot.
+      lockWord(this.region, b + T_LOCK);
+      Atomics.store(this.i32, b + T_STATE, 2);
+      unlockWord(this.region, b + T_LOCK);
+      for (;;) {
+        const head = Atomics.load(this.i32, b + T_HEAD);
+        if (head === Atomics.load(this.i32, b + T_TAIL)) break;
+        const e = RINGS_BASE + (t * RING + (head % RING)) * ENTRY_WORDS;
+        queued.push(
+          Atomics.load(this.i32, e),
+          Atomics.load(this.i32, e + 1),
+          Atomics.load(this.i32, e + 2),
+        );
+        Atomics.store(this.i32, b + T_HEAD, head + 1);
+      }
+      Atomics.store(this.i32, b + T_STATE, 0);
+    } finally {
+      unlockWord(this.region, H_THREAD_LOCK);
+    }
+    // Handlers run without the table lock: they may release objects, post, register threads.
+    for (let i = 0; i < queued.length; i += 3) {
+      try {
+        reapHandlers.get(queued[i]!)?.(queued[i + 1]!, queued[i + 2]!);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+    for (const h of reapedHandlers) h(t);
+    return t;
+  }
+
+  /** Number of threads registered in the thread table (for tests and tools). */
+  threadsInUse(): number {
+    let n = 0;
+    for (let t = 0; t < MAX_THREADS; t++) {
+      if (Atomics.load(this.i32, THREADS_BASE + t * T_WORDS + T_STATE) !== 0) n++;
+    }
+    return n;
+  }
+
   /** Calls `fn` for every registered thread that has callbacks pending (for broadcasts). */
   forEachThread(fn: (t: number) => void): void {
     for (let t = 0; t < MAX_THREADS; t++) {
@@ -681,6 +753,34 @@ function rethrowLater(e: unknown): void {
 
 let current: Domain | undefined;
 
+const reapedHandlers: ((t: number) => void)[] = [];
+const reapHandlers = new Map<number, MailHandler>();
+
+/**
+ * Registers what to do with a queued message of `kind` whose receiving thread was reaped (the
+ * message may carry a reference that must be dropped). Module-level: the parent thread that
+ * reaps may never have run the receiver's code.
+ */
+export function onMailReap(kind: number, handler: MailHandler): void {
+  reapHandlers.set(kind, handler);
+}
+
+/** Registers `fn(threadIndex)`, run after a thread that ended without leaving was reaped. */
+export function onThreadReaped(fn: (t: number) => void): void {
+  reapedHandlers.push(fn);
+}
+
+/**
+ * Watches the workers this thread starts: when one exits, whatever it left registered in the
+ * domain (after `terminate()`, everything) is reaped here.
+ */
+function watchWorkers(): void {
+  process.on('worker', (w) => {
+    const tid = w.threadId;
+    w.once('exit', () => current?.reapThread(tid));
+  });
+}
+
 function publish(d: Domain): void {
   setEnvironmentData(
     ENV_KEY,
@@ -694,6 +794,7 @@ export function domain(): Domain {
   const inherited = getEnvironmentData(ENV_KEY) as DomainDescriptor | undefined;
   current = inherited ? Domain.attach(inherited) : Domain.create();
   if (!inherited) publish(current);
+  watchWorkers();
   return current;
 }
 
@@ -712,6 +813,7 @@ export function adoptDomain(desc: DomainDescriptor): Domain {
   }
   current = Domain.attach(desc);
   publish(current);
+  watchWorkers();
   return current;
 }
 
