@@ -15,6 +15,8 @@
  */
 
 const COHORT = 64;
+/** Spare cohorts kept for reuse. */
+const SPARE = 16;
 
 /** The two fields a tracked handle carries: its cohort and its place in it. */
 export interface Tracked {
@@ -24,13 +26,17 @@ export interface Tracked {
 
 /** A group of handles registered together. */
 export interface Cohort {
+  /** Entries used so far (pairs). */
+  n: number;
+  /** Handles of the cohort not disposed yet. */
+  live: number;
   /** Pairs (slot, gen); slot -1 once disposed. */
-  readonly entries: number[];
+  readonly entries: Int32Array;
 }
 
 /** A safety net for one kind of handle. */
 export class SafetyNet {
-  readonly #registry: FinalizationRegistry<number[]>;
+  readonly #registry: FinalizationRegistry<Int32Array>;
   /**
    * The cohort being filled, held weakly: a strong reference here would keep the newest cohort
    * (up to 63 lost handles) from ever being collected.
@@ -41,7 +47,7 @@ export class SafetyNet {
 
   /** `release(slot, gen)` drops the reference a lost handle held. */
   constructor(release: (slot: number, gen: number) => void) {
-    this.#registry = new FinalizationRegistry((entries) => {
+    this.#registry = new FinalizationRegistry((entries: Int32Array) => {
       for (let i = 0; i < entries.length; i += 2) {
         const slot = entries[i]!;
         if (slot < 0) continue;
@@ -61,6 +67,8 @@ export class SafetyNet {
    * job) nor keeps the cohort alive afterwards.
    */
   #current: Cohort | undefined;
+  /** Full cohorts whose handles were all disposed, ready for reuse. */
+  #spare: Cohort[] = [];
 
   /** Puts a live handle under the net. */
   track(h: Tracked, slot: number, gen: number): void {
@@ -69,15 +77,28 @@ export class SafetyNet {
       c = this.#cohort?.deref();
       if (c) this.#holdForJob(c);
     }
-    if (!c || c.entries.length >= COHORT * 2) {
-      c = { entries: [] };
-      this.#registry.register(c, c.entries);
+    if (c && c.n >= COHORT * 2 && c.live === 0) {
+      // The full cohort being filled has no live handle left: start it over in place.
+      c.n = 0;
+      c.entries.fill(-1);
+    } else if (!c || c.n >= COHORT * 2) {
+      c = this.#spare.pop();
+      if (!c) {
+        // A fixed-size typed array, filled with -1 (unused): no growth, no boxing, and the
+        // finalizer skips the unused tail like the disposed entries.
+        c = { n: 0, live: 0, entries: new Int32Array(COHORT * 2).fill(-1) };
+        this.#registry.register(c, c.entries);
+      }
       this.#cohort = new WeakRef(c);
       this.#holdForJob(c);
     }
     h._cohort = c;
-    h._cohortIndex = c.entries.length;
-    c.entries.push(slot, gen);
+    const i = c.n;
+    h._cohortIndex = i;
+    c.entries[i] = slot;
+    c.entries[i + 1] = gen;
+    c.n = i + 2;
+    c.live++;
   }
 
   #holdForJob(c: Cohort): void {
@@ -87,7 +108,24 @@ export class SafetyNet {
 
   /** Takes a disposed handle out of the net. */
   untrack(h: Tracked): void {
-    if (h._cohort) h._cohort.entries[h._cohortIndex] = -1;
+    const c = h._cohort;
+    if (!c) return;
+    c.entries[h._cohortIndex] = -1;
     h._cohort = undefined;
+    if (
+      --c.live === 0 &&
+      c.n >= COHORT * 2 &&
+      this.#spare.length < SPARE &&
+      c !== this.#current &&
+      c !== this.#cohort?.deref()
+    ) {
+      // Every handle of a full cohort was disposed: reuse it (still registered, never
+      // collected while spare) instead of registering a new one and finalizing this one. Not
+      // the cohort being filled: it would be handed out again while spare, and a spare cohort
+      // is held strongly, so its lost handles would never be reclaimed.
+      c.n = 0;
+      c.entries.fill(-1);
+      this.#spare.push(c);
+    }
   }
 }

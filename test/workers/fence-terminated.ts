@@ -7,9 +7,11 @@ const ctx = DmaFence.contextAlloc(1);
 const ops = { driverName: 'doomed', timelineName: 'ring', enableSignaling: () => true };
 const a = new DmaFence(ctx, 1n, ops);
 const b = new DmaFence(ctx, 2n, { driverName: 'doomed', timelineName: 'ring', release: () => {} });
-parentPort?.postMessage([a.share(), b.share()]);
-// The thread still owns the fences (their ops live here) without holding references: the
-// references a terminated thread still holds are lost with it (see the README).
+const msgs = [a.share(), b.share()];
+// The messages carry their own references: drop ours before anything can terminate us. The
+// thread still owns the fences (their ops live here); references a terminated thread still
+// holds would be lost with it (see the README).
 a.dispose();
 b.dispose();
+parentPort?.postMessage(msgs);
 setInterval(() => {}, 1000);
