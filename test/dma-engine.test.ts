@@ -6,10 +6,11 @@ import assert from 'node:assert/strict';
 import { afterEach, before, beforeEach, describe, it } from 'node:test';
 import { DmaDataDirection } from '../src/device.js';
 import { DmaEngine } from '../src/devices/dma-engine.js';
-import { DmaBuf, type DmaBufMessage, memoryExporterOps } from '../src/dma-buf.js';
-import { BufferMemory, PAGE_SIZE } from '../src/dma-buf-memory.js';
+import type { DmaBuf, DmaBufMessage } from '../src/dma-buf.js';
+import { PAGE_SIZE } from '../src/dma-buf-memory.js';
 import { setDmaDebug } from '../src/dma-debug.js';
 import { DmaResvUsage } from '../src/dma-resv.js';
+import { exportPages } from './buffers.js';
 import { RpcAgent } from './worker-rpc.js';
 import { counters } from './workers/dmabuf-exporter.js';
 import { assertNoLeak, baseline, errno, live } from './workers/sync-client.js';
@@ -29,13 +30,7 @@ afterEach(async () => {
 });
 
 function exportBuf(pages: number, separate = true): DmaBuf {
-  return DmaBuf.export({
-    ops: memoryExporterOps(),
-    size: pages * PAGE_SIZE,
-    memory: BufferMemory.allocate(pages * PAGE_SIZE, { chunkSize: PAGE_SIZE, separate }),
-    expName: 'engine-test',
-    priv: {},
-  });
+  return exportPages(pages, 'engine-test', separate);
 }
 
 describe('DmaEngine', () => {

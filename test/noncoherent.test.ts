@@ -12,12 +12,12 @@ import {
   DMA_BUF_SYNC_RW,
   DMA_BUF_SYNC_START,
   DMA_BUF_SYNC_WRITE,
-  DmaBuf,
-  memoryExporterOps,
+  type DmaBuf,
 } from '../src/dma-buf.js';
 import { BufferMemory, PAGE_SIZE } from '../src/dma-buf-memory.js';
 import { setDmaDebug } from '../src/dma-debug.js';
 import { SgTable } from '../src/scatterlist.js';
+import { exportPages } from './buffers.js';
 import { assertNoLeak, baseline, errno, live } from './workers/sync-client.js';
 
 const { TO_DEVICE, FROM_DEVICE, BIDIRECTIONAL } = DmaDataDirection;
@@ -35,13 +35,7 @@ afterEach(async () => {
 });
 
 function exportBuf(pages: number, separate = true): DmaBuf {
-  return DmaBuf.export({
-    ops: memoryExporterOps(),
-    size: pages * PAGE_SIZE,
-    memory: BufferMemory.allocate(pages * PAGE_SIZE, { chunkSize: PAGE_SIZE, separate }),
-    expName: 'noncoherent-test',
-    priv: {},
-  });
+  return exportPages(pages, 'noncoherent-test', separate);
 }
 
 function debugReport(e: unknown): boolean {

@@ -1,7 +1,8 @@
 // Test helpers shared by the multi-thread tests: an RPC agent over a worker script (the worker
 // answers `{ id, ok, value | message }` and announces `{ ready }`), and an inbox that waits for
 // a worker's next message of a given `op`.
-import { Worker } from 'node:worker_threads';
+import { parentPort, threadId, Worker } from 'node:worker_threads';
+import { DmaBufError } from '../src/substrate/errno.js';
 
 interface Reply {
   id?: number;
@@ -49,6 +50,36 @@ export class RpcAgent {
     await exited;
     clearTimeout(t);
   }
+}
+
+/** A request an {@linkcode RpcAgent} sends. */
+export type RpcRequest = { id: number; op: string; [k: string]: unknown };
+
+/**
+ * The worker side of {@linkcode RpcAgent}: answers every request with `run`'s result (or its
+ * error, with the errno name), handles `exit` by closing the port, and announces itself ready
+ * with its thread id.
+ */
+export function serveRpc(run: (r: RpcRequest) => Promise<unknown>): void {
+  const port = parentPort;
+  if (!port) throw new Error('serveRpc must run in a worker');
+  port.on('message', (r: RpcRequest) => {
+    const answer =
+      r.op === 'exit'
+        ? Promise.resolve(true).finally(() => setImmediate(() => port.close()))
+        : run(r);
+    answer.then(
+      (value) => port.postMessage({ id: r.id, ok: true, value }),
+      (e: unknown) =>
+        port.postMessage({
+          id: r.id,
+          ok: false,
+          code: e instanceof DmaBufError ? e.code : undefined,
+          message: e instanceof Error ? e.message : String(e),
+        }),
+    );
+  });
+  port.postMessage({ ready: threadId });
 }
 
 /**

@@ -1,6 +1,6 @@
 // A worker for the multi-thread DMA engine test: fills a buffer with an engine in this thread,
 // reads one through mmap, or releases one. { id, op, ...args } in, { id, ok, value } out.
-import { parentPort, threadId } from 'node:worker_threads';
+import { threadId } from 'node:worker_threads';
 import { DmaDataDirection } from '../../src/device.js';
 import { DmaEngine } from '../../src/devices/dma-engine.js';
 import {
@@ -11,13 +11,10 @@ import {
   type DmaBufMessage,
 } from '../../src/dma-buf.js';
 import { BufferMemory, PAGE_SIZE } from '../../src/dma-buf-memory.js';
-import { DmaBufError } from '../../src/substrate/errno.js';
+import { type RpcRequest, serveRpc } from '../worker-rpc.js';
 import { REGISTERED, registeredOps } from './dmabuf-exporter.js';
 
-const port = parentPort;
-if (!port) throw new Error('engine-agent must run in a worker');
-
-type Req = { id: number; op: string; [k: string]: unknown };
+type Req = RpcRequest;
 
 async function run(r: Req): Promise<unknown> {
   switch (r.op) {
@@ -68,24 +65,9 @@ async function run(r: Req): Promise<unknown> {
       buf.dispose();
       return { refs, threadId };
     }
-    case 'exit':
-      setImmediate(() => port?.close());
-      return true;
     default:
       throw new Error(`unknown op ${r.op}`);
   }
 }
 
-port.on('message', (r: Req) => {
-  run(r).then(
-    (value) => port.postMessage({ id: r.id, ok: true, value }),
-    (e: unknown) =>
-      port.postMessage({
-        id: r.id,
-        ok: false,
-        code: e instanceof DmaBufError ? e.code : undefined,
-        message: e instanceof Error ? e.message : String(e),
-      }),
-  );
-});
-port.postMessage({ ready: threadId });
+serveRpc(run);

@@ -1,7 +1,7 @@
 // A worker of the multi-thread pipeline test (test/dma-buf-pipeline.test.ts): allocates from a
 // heap, fills with a non-coherent DMA engine (keeping the device mapping), reads and writes
 // through mmap inside SYNC brackets, releases. { id, op, ...args } in, { id, ok, value } out.
-import { parentPort, threadId } from 'node:worker_threads';
+import { threadId } from 'node:worker_threads';
 import { DmaDataDirection } from '../../src/device.js';
 import { DmaEngine } from '../../src/devices/dma-engine.js';
 import {
@@ -20,12 +20,9 @@ import { setDmaDebug } from '../../src/dma-debug.js';
 import { DmaHeap, type DmaHeapMessage, dmaHeapSyncExporters } from '../../src/dma-heap.js';
 import '../../src/heaps/system-heap.js';
 import type { SgTable } from '../../src/scatterlist.js';
-import { DmaBufError } from '../../src/substrate/errno.js';
+import { type RpcRequest, serveRpc } from '../worker-rpc.js';
 
-const port = parentPort;
-if (!port) throw new Error('pipeline-agent must run in a worker');
-
-type Req = { id: number; op: string; [k: string]: unknown };
+type Req = RpcRequest;
 
 const { BIDIRECTIONAL, FROM_DEVICE } = DmaDataDirection;
 let held: DmaBuf | undefined;
@@ -157,24 +154,9 @@ async function run(r: Req): Promise<unknown> {
       heap.dispose();
       return { refs, ncMappings, bytes: stats.bytes, buffers: stats.buffers, threadId };
     }
-    case 'exit':
-      setImmediate(() => port?.close());
-      return true;
     default:
       throw new Error(`unknown op ${r.op}`);
   }
 }
 
-port.on('message', (r: Req) => {
-  run(r).then(
-    (value) => port.postMessage({ id: r.id, ok: true, value }),
-    (e: unknown) =>
-      port.postMessage({
-        id: r.id,
-        ok: false,
-        code: e instanceof DmaBufError ? e.code : undefined,
-        message: e instanceof Error ? e.message : String(e),
-      }),
-  );
-});
-port.postMessage({ ready: threadId });
+serveRpc(run);
