@@ -18,9 +18,11 @@ import {
   measureThroughput,
   runWorkerBench,
 } from './harness.js';
+import type { FenceLongWaitData, FenceLongWaitResult } from './workers/fence-longwait.js';
 import type { FencePingPongData } from './workers/fence-pingpong.js';
 
 const worker = new URL('./workers/fence-pingpong.js', import.meta.url);
+const longWaitWorker = new URL('./workers/fence-longwait.js', import.meta.url);
 
 /** One ping-pong run: returns the pooled one-way latencies (µs) of both sides. */
 export async function pingPong(
@@ -51,6 +53,53 @@ export async function pingPong(
       120_000,
     );
     return results.flatMap((r) => Array.from(r.latenciesUs));
+  } finally {
+    for (const f of fences) f.dispose();
+  }
+}
+
+/**
+ * Long-wait latency, one direction, fence hops interleaved in blocks with raw Atomics hops
+ * by the same two threads (see workers/fence-longwait.ts): `fence.signal_wake.longwait` against
+ * `atomics.longwait_oneway` of the same run.
+ */
+async function longWait(hops: number): Promise<BenchResult[]> {
+  const warmup = 40;
+  const total = 2 * (hops + warmup);
+  const ctx = DmaFence.contextAlloc(1);
+  const fences = Array.from({ length: total }, (_, i) => new DmaFence(ctx, BigInt(i + 1)));
+  const sab = new SharedArrayBuffer(16 + 8 * total);
+  const spec = (role: 0 | 1) => {
+    const data: FenceLongWaitData = {
+      role,
+      hops,
+      warmup: 2 * warmup,
+      sleepMs: 2,
+      block: 10,
+      sab,
+      fences: fences.map((f): SharedMessage => f.share()),
+    };
+    return { workerData: data };
+  };
+  try {
+    const [, res] = await runWorkerBench<FenceLongWaitResult>(
+      longWaitWorker,
+      [spec(0), spec(1)],
+      120_000,
+    );
+    if (!res) throw new Error('fence long-wait bench: no result from the waiter');
+    const how = 'one direction, signaller sleeps 2 ms before each signal: the waiter is asleep';
+    const raw = latencyResults('atomics.longwait_oneway', Array.from(res.rawUs), how);
+    const fence = latencyResults(
+      'fence.signal_wake.longwait',
+      Array.from(res.fenceUs),
+      `${how}; waitSync, interleaved in blocks of 10 hops with the raw Atomics.wait/notify baseline`,
+    );
+    return [
+      raw.p50,
+      raw.p99,
+      ...compareLatency(fence, { ...raw, samplesUs: Array.from(res.rawUs) }),
+    ];
   } finally {
     for (const f of fences) f.dispose();
   }
@@ -105,12 +154,14 @@ export const fenceGroup: BenchGroup = {
     );
     out.push(...compareLatency(asyncLat, raw));
 
+    out.push(...(await longWait(byMode(opts, 600, 150))));
+
     const rawLong = await rawAtomicsLongWait({ ...opts, fresh: true });
     const longHops = byMode(opts, 400, 100);
     const long = latencyResults(
-      'fence.signal_wake.longwait',
+      'fence.signal_wake.longwait_pingpong',
       await pingPong('sync-sleep', longHops, 10),
-      'signaller sleeps 2 ms first: the waiter is asleep',
+      'ping-pong, each side sleeps 2 ms before it signals; includes how soon the signaller is back asleep in its own next wait, which on these VMs delays the wake-up',
     );
     out.push(...compareLatency(long, rawLong));
 

@@ -133,18 +133,20 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 
 /**
  * Calls `fn` repeatedly for at least `minMs` (after `warmupMs` of warm-up, default `minMs / 5`)
- * and returns operations per second. `fn` may be async; it is awaited only when it returns a
- * promise. Calls are made in doubling batches so that the clock is read rarely for cheap `fn`s.
+ * and returns operations per second: the median of `windows` (default 5) equal windows, so
+ * that a stall of the machine in one window (these VMs have them) does not set the result.
+ * `fn` may be async; it is awaited only when it returns a promise. Calls are made in doubling
+ * batches so that the clock is read rarely for cheap `fn`s.
  */
 export async function measureThroughput(
   fn: () => unknown,
-  opts: { minMs: number; warmupMs?: number },
+  opts: { minMs: number; warmupMs?: number; windows?: number },
 ): Promise<number> {
+  let batch = 1;
   const loop = async (ms: number): Promise<number> => {
     const start = nowNs();
     const deadline = start + BigInt(Math.round(ms * 1e6));
     let ops = 0;
-    let batch = 1;
     let t = start;
     while (t < deadline) {
       const batchStart = t;
@@ -160,7 +162,10 @@ export async function measureThroughput(
     return ops / (Number(t - start) / 1e9);
   };
   await loop(opts.warmupMs ?? opts.minMs / 5);
-  return loop(opts.minMs);
+  const windows = Math.max(1, opts.windows ?? 5);
+  const rates: number[] = [];
+  for (let w = 0; w < windows; w++) rates.push(await loop(opts.minMs / windows));
+  return summarize(rates).p50;
 }
 
 /**

@@ -52,6 +52,7 @@ import {
   keepAlive,
   throwIfAborted,
   type WaitTarget,
+  waitFor,
   waitUntil,
   waitUntilAsync,
 } from './substrate/waiter.js';
@@ -109,7 +110,6 @@ const N_TARGET_GEN = 6;
 const N_ARG = 7;
 
 const MULTI = -1;
-const U64_MAX = (1n << 64n) - 1n;
 
 /** @internal Fence kinds; 0 is a plain fence. */
 export const FenceKindId = { PLAIN: 0, ARRAY: 1, CHAIN: 2, STUB: 3 } as const;
@@ -507,21 +507,27 @@ export function signalSlot(d: Domain, slot: number, ts: bigint | undefined): boo
   try {
     lockWord(d.region, b + F.LOCK);
     // Only signallers set SIGNALED, and they hold the lock: test, then set in one step below.
-    if ((Atomics.load(i32, b + F.FLAGS) & SIGNALED) !== 0) {
+    // A plain read: the lock orders it after any earlier signaller's write.
+    if ((i32[b + F.FLAGS]! & SIGNALED) !== 0) {
       unlockWord(d.region, b + F.LOCK);
       return false;
     }
-    // The timestamp is written before the bits that publish it, so TIMESTAMP comes with
-    // SIGNALED. DEPS changes only under the lock: plain accesses suffice there.
-    d.i64[(b >> 1) + F.TIMESTAMP64] = ts ?? ktimeGetNs();
+    // DEPS changes only under the lock: plain accesses suffice there.
     const deps = i32[b + F.DEPS]!;
     if (deps !== 0) i32[b + F.DEPS] = 0;
-    Atomics.or(i32, b + F.FLAGS, SIGNALED | TIMESTAMP);
+    Atomics.or(i32, b + F.FLAGS, SIGNALED);
     unlockWord(d.region, b + F.LOCK);
     // Callback threads register without the lock (see addCallbackSlot): read the word only
     // after SIGNALED is visible.
     let cbt = Atomics.load(i32, b + F.CBTHREAD);
     if (cbt !== 0) cbt = Atomics.exchange(i32, b + F.CBTHREAD, 0);
+    // As in the kernel: SIGNALED first, then the timestamp and its TIMESTAMP bit (readers that
+    // see SIGNALED without it wait for it), then the wake-ups. The timestamp comes as late as
+    // that allows: on these VMs a woken thread runs only once its waker stops (see
+    // waiter.ts), so each step between the timestamp and the end of the signaller's turn
+    // adds to what a sleeping waiter sees as the wake-up latency.
+    d.i64[(b >> 1) + F.TIMESTAMP64] = ts ?? ktimeGetNs();
+    Atomics.or(i32, b + F.FLAGS, TIMESTAMP);
     if (Atomics.load(i32, b + F.SLEEPERS) > 0) d.region.notify(b + F.FLAGS);
     signalDepth++;
     try {
@@ -539,7 +545,7 @@ export function signalSlot(d: Domain, slot: number, ts: bigint | undefined): boo
         d.free(n - 1);
         n = next;
       }
-      if (cbt !== 0) deliver(d, slot, Atomics.load(i32, b + F.GEN), cbt);
+      if (cbt !== 0) deliver(d, slot, d.peekGen(slot), cbt);
     } finally {
       signalDepth--;
     }
@@ -645,7 +651,8 @@ export function addDependent(
 /** @internal The enable step (`__dma_fence_enable_signaling`), from any thread. */
 export function enableSlot(d: Domain, slot: number, gen: number): void {
   const b = d.base(slot);
-  if ((Atomics.load(d.i32, b + F.FLAGS) & (ENABLE | SIGNALED)) !== 0) return;
+  // A plain peek (see Domain.peekGen); the atomic `or` below is what decides.
+  if ((d.i32[b + F.FLAGS]! & (ENABLE | SIGNALED)) !== 0) return;
   const old = Atomics.or(d.i32, b + F.FLAGS, ENABLE);
   if ((old & (ENABLE | SIGNALED)) !== 0) return;
   const hooks = hooksOf(old);
@@ -682,7 +689,8 @@ export function putFence(slot: number): void {
 
 function releaseFence(d: Domain, slot: number): void {
   const b = d.base(slot);
-  const flags = Atomics.load(d.i32, b + F.FLAGS);
+  // A plain read: the last reference is gone, and the atomic put that dropped it orders it.
+  const flags = d.i32[b + F.FLAGS]!;
   if (
     (flags & SIGNALED) === 0 &&
     (Atomics.load(d.i32, b + F.DEPS) !== 0 || Atomics.load(d.i32, b + F.CBTHREAD) !== 0)
@@ -709,7 +717,7 @@ function releaseFence(d: Domain, slot: number): void {
 
 function freeFence(d: Domain, slot: number): void {
   const lf = local[slot];
-  if (lf?.ops && lf.gen === d.gen(slot)) {
+  if (lf?.ops && lf.gen === d.peekGen(slot)) {
     lf.ops = undefined;
     lf.borrowed = undefined;
   }
@@ -743,16 +751,35 @@ export function initFenceRecord(
   const b64 = b >> 1;
   // Plain stores: no other thread can see the record before it is published (by a message or
   // an atomic store of its slot elsewhere), and publication orders these writes before it.
-  d.i64[b64 + F.CONTEXT64] = BigInt.asIntN(64, context);
-  d.i64[b64 + F.SEQNO64] = BigInt.asIntN(64, seqno);
+  // A BigInt64Array store wraps to 64 bits by itself; the readers take them back unsigned.
+  d.i64[b64 + F.CONTEXT64] = context;
+  d.i64[b64 + F.SEQNO64] = seqno;
   d.i32[b + F.NAMES] = names;
   d.i32[b + F.FLAGS] =
     (RecordType.FENCE << TYPE_SHIFT) | (kind << KIND_SHIFT) | (seqno64 ? SEQNO64 : 0);
   return slot;
 }
 
+/** Makes this thread the owner of a new fence that has ops: they will run here. */
+function attachOps(d: Domain, slot: number, gen: number, ops: DmaFenceOps): void {
+  if (!(ops.enableSignaling || ops.signaled || ops.release || ops.setDeadline)) return;
+  const t = ensureMailbox(d);
+  getLocal(slot, gen).ops = ops;
+  const b = d.base(slot);
+  Atomics.store(d.i32, b + F.OWNER, t + 1);
+  Atomics.or(
+    d.i32,
+    b + F.FLAGS,
+    (ops.enableSignaling ? OP_ENABLE : 0) |
+      (ops.signaled ? OP_SIGNALED : 0) |
+      (ops.setDeadline ? OP_DEADLINE : 0) |
+      (ops.release ? OP_RELEASE : 0),
+  );
+}
+
 function checkU64(v: unknown, what: string): bigint {
-  if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) {
+  // One truncation instead of two comparisons: the value is in range when it survives it.
+  if (typeof v !== 'bigint' || BigInt.asUintN(64, v) !== v) {
     throw new DmaBufError('EINVAL', `${what} must be a bigint in [0, 2^64)`);
   }
   return v;
@@ -851,22 +878,8 @@ export class DmaFence extends SharedObject {
       names[1],
       !!init?.seqno64,
     );
-    super(slot, d.gen(slot), true);
-    if (ops && (ops.enableSignaling || ops.signaled || ops.release || ops.setDeadline)) {
-      const t = ensureMailbox(d);
-      const lf = getLocal(slot, this._gen);
-      lf.ops = ops;
-      const b = d.base(slot);
-      Atomics.store(d.i32, b + F.OWNER, t + 1);
-      Atomics.or(
-        d.i32,
-        b + F.FLAGS,
-        (ops.enableSignaling ? OP_ENABLE : 0) |
-          (ops.signaled ? OP_SIGNALED : 0) |
-          (ops.setDeadline ? OP_DEADLINE : 0) |
-          (ops.release ? OP_RELEASE : 0),
-      );
-    }
+    super(slot, d.peekGen(slot), true);
+    if (ops) attachOps(d, slot, this._gen, ops);
   }
 
   /** @internal */
@@ -1141,8 +1154,7 @@ export class DmaFence extends SharedObject {
   waitSync(opts: DmaFenceWaitOptions = {}): number {
     const w = this.#beginWait(opts, true);
     if (typeof w === 'number') return w;
-    const start = performance.now();
-    return waitUntil(w.target, w.done, w.timeout) ? remaining(w.timeout, start) : 0;
+    return waitFor(w.target, w.done, w.timeout);
   }
 
   /**
@@ -1165,7 +1177,12 @@ export class DmaFence extends SharedObject {
     if (done()) return timeout === 0 ? 1 : timeout;
     throwIfAborted(opts.signal);
     if (timeout === 0) return 0;
-    const target: WaitTarget = { region: d.region, index: b + F.FLAGS, sleepers: b + F.SLEEPERS };
+    const target: WaitTarget = {
+      region: d.region,
+      index: b + F.FLAGS,
+      sleepers: b + F.SLEEPERS,
+      final: true,
+    };
     return { target, done, timeout };
   }
 
@@ -1405,7 +1422,8 @@ function addCallbackSlot(
   const slot = fence._slot;
   const b = d.base(slot);
   const i32 = d.i32;
-  if ((Atomics.load(i32, b + F.FLAGS) & SIGNALED) !== 0) return null;
+  // A plain peek: the atomic read after registering below is what decides.
+  if ((i32[b + F.FLAGS]! & SIGNALED) !== 0) return null;
   enableSlot(d, slot, fence._gen);
   const t = ensureMailbox(d);
   // Counted before the fence can see us: a broadcasting signaller must find this thread marked.
@@ -1416,7 +1434,10 @@ function addCallbackSlot(
   // us or we see the fence signalled and report ENOENT; a delivery that finds no callback
   // here is harmless.
   for (;;) {
-    const cur = Atomics.load(i32, b + F.CBTHREAD);
+    // A plain read: a stale value fails the compare-exchange, or (when it already names this
+    // thread or MULTI) is caught by the atomic SIGNALED check below, since the signaller sets
+    // SIGNALED before it clears this word.
+    const cur = i32[b + F.CBTHREAD]!;
     const want = cur === 0 ? t + 1 : cur === t + 1 ? cur : MULTI;
     if (want === cur || Atomics.compareExchange(i32, b + F.CBTHREAD, cur, want) === cur) break;
   }

@@ -50,6 +50,13 @@ async function warmUp(): Promise<void> {
     f.waitSync({ timeout: 1 });
     f.dispose();
   }
+  // Waits that really sleep (and time out): the path a long wait takes.
+  for (let i = 0; i < 2_000; i++) {
+    const f = new DmaFence(ctx, BigInt(i + 1));
+    f.waitSync({ timeout: 0.002 });
+    f.signal();
+    f.dispose();
+  }
 }
 
 async function run(): Promise<void> {

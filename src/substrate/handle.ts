@@ -83,7 +83,7 @@ export abstract class SharedObject implements Disposable, Tracked {
     if (this._state === DISPOSED) {
       throw new DmaBufError('EBADF', `${this._kind().name} handle used after dispose()`);
     }
-    if (d.gen(this._slot) !== this._gen) {
+    if (d.peekGen(this._slot) !== this._gen) {
       throw new DmaBufError('EBADF', `stale ${this._kind().name} handle: the object was released`);
     }
     return d;

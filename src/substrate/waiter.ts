@@ -7,8 +7,13 @@
  * the spin (cross-process.md: only then). The spin is adaptive on the thread's recent waits: while
  * they are short enough that a spin could catch them (an average under a few spin budgets; a
  * sleeping peer's answer included), the thread spins the full budget; when they are long, it
- * spins only briefly, so a long wait burns almost no CPU and wakes exactly like a raw
- * `Atomics.wait`, since the wake-up comes after the thread is asleep anyway.
+ * does not spin at all and goes to sleep as directly as a raw `Atomics.wait`.
+ *
+ * Why "directly" matters: on these VMs a thread woken by `Atomics.notify` runs only once its
+ * waker stops running (measured: a 10 µs busy loop after `notify` adds about 12 µs to the
+ * wake-up). A thread that signals and then waits, as every pipeline stage does, delays its
+ * peer by everything it does before it sleeps. So the path to the sleep reads the clock once
+ * and allocates nothing, and the path back reads it once more.
  *
  * An asynchronous wait never blocks the event loop: it sleeps with `Atomics.waitAsync` in
  * bounded slices and holds a ref'd handle while pending, because a bare `waitAsync` does not
@@ -22,11 +27,11 @@
  * @module
  */
 import type { SharedRegion } from './backend.js';
+import { nowMs } from './clock.js';
 import { DmaBufError } from './errno.js';
 
-const SPIN_MIN_MS = 0.002;
 const SPIN_MAX_MS = 0.05;
-/** Waits averaging longer than this are "long": spin only {@linkcode SPIN_MIN_MS}. */
+/** Waits averaging longer than this are "long": no spin. */
 const LONG_WAIT_MS = 4 * SPIN_MAX_MS;
 /** Longest single async sleep; bounds how long an abandoned waitAsync lingers in V8. */
 const ASYNC_SLICE_MS = 1000;
@@ -37,7 +42,7 @@ let spinLimitMs = SPIN_MAX_MS;
 
 /** Current spin budget in milliseconds (for benchmarks and tests). */
 export function spinBudgetMs(): number {
-  return Math.min(spinLimitMs, avgWaitMs < LONG_WAIT_MS ? SPIN_MAX_MS : SPIN_MIN_MS);
+  return avgWaitMs < LONG_WAIT_MS ? Math.min(spinLimitMs, SPIN_MAX_MS) : 0;
 }
 
 /** Caps the spin budget (tests; 0 disables spinning). */
@@ -75,6 +80,12 @@ export interface WaitTarget {
   readonly index: number;
   /** A word the waiter increments while asleep; -1 when the waker always notifies. */
   readonly sleepers: number;
+  /**
+   * True when `done()` stays true once it is, and the waker reads the sleepers word only on
+   * its way to that state (a fence signals once). A waiter that saw it done then leaves the
+   * word as it is: one locked instruction less on the way back from a sleep.
+   */
+  readonly final?: boolean;
 }
 
 /**
@@ -82,36 +93,60 @@ export interface WaitTarget {
  * Blocks the calling thread (allowed in Node, also on the main thread).
  */
 export function waitUntil(target: WaitTarget, done: () => boolean, timeoutMs: number): boolean {
-  if (done()) return true;
-  if (!(timeoutMs > 0)) return false;
-  const start = performance.now();
+  return waitFor(target, done, timeoutMs) > 0;
+}
+
+/**
+ * {@linkcode waitUntil} that tells the time left: the milliseconds remaining of `timeoutMs`
+ * when `done()` became true (at least `Number.MIN_VALUE`, so never 0; Infinity stays
+ * Infinity), or 0 on timeout, as `dma_fence_wait_timeout` reports it.
+ */
+export function waitFor(target: WaitTarget, done: () => boolean, timeoutMs: number): number {
+  if (done()) return timeoutMs === 0 ? Number.MIN_VALUE : timeoutMs;
+  if (!(timeoutMs > 0)) return 0;
+  const start = nowMs();
   const deadline = start + timeoutMs;
   const spin = spinBudgetMs();
   if (spin > 0) {
     const spinEnd = start + Math.min(spin, timeoutMs);
     for (let i = 1; ; i++) {
-      if (done()) {
-        recordWait(performance.now() - start);
-        return true;
-      }
-      if ((i & 15) === 0 && performance.now() >= spinEnd) break;
+      if (done()) return left(timeoutMs, deadline, nowMs(), start);
+      if ((i & 15) === 0 && nowMs() >= spinEnd) break;
     }
   }
   const { region, index, sleepers } = target;
   const i32 = region.i32;
   if (sleepers >= 0) Atomics.add(i32, sleepers, 1);
+  // The first sleep takes the time left as of the start: a spin, if any, made it at most
+  // SPIN_MAX_MS long, and one clock read fewer is what a long wait wants here (see above).
+  let now = spin > 0 ? nowMs() : start;
+  let counted = sleepers >= 0;
   try {
-    for (;;) {
-      const v = Atomics.load(i32, index);
-      if (done()) return true;
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) return false;
-      region.wait(index, v, remaining);
+    // The word is read before the condition, so a change after the read ends the sleep.
+    let v = Atomics.load(i32, index);
+    while (!done()) {
+      const rest = deadline - now;
+      if (rest <= 0) {
+        recordWait(now - start);
+        return 0;
+      }
+      region.wait(index, v, rest);
+      now = nowMs();
+      if (done()) break;
+      v = Atomics.load(i32, index);
     }
+    if (target.final) counted = false;
   } finally {
-    if (sleepers >= 0) Atomics.sub(i32, sleepers, 1);
-    recordWait(performance.now() - start);
+    if (counted) Atomics.sub(i32, sleepers, 1);
   }
+  return left(timeoutMs, deadline, now, start);
+}
+
+/** Records a finished wait and returns the time left of it (never 0; see `waitFor`). */
+function left(timeoutMs: number, deadline: number, now: number, start: number): number {
+  recordWait(now - start);
+  if (timeoutMs === Number.POSITIVE_INFINITY) return timeoutMs;
+  return Math.max(deadline - now, Number.MIN_VALUE);
 }
 
 /**
@@ -130,7 +165,7 @@ export async function waitUntilAsync(
   if (done()) return true;
   throwIfAborted(signal);
   if (!(timeoutMs > 0)) return false;
-  const deadline = performance.now() + timeoutMs;
+  const deadline = nowMs() + timeoutMs;
   const { region, index, sleepers } = target;
   const i32 = region.i32;
   let onAbort: (() => void) | undefined;
@@ -146,7 +181,7 @@ export async function waitUntilAsync(
     for (;;) {
       const v = Atomics.load(i32, index);
       if (done()) return true;
-      const remaining = deadline - performance.now();
+      const remaining = deadline - nowMs();
       if (remaining <= 0) return false;
       const r = region.waitAsync(index, v, Math.min(remaining, ASYNC_SLICE_MS));
       if (typeof r === 'string') continue;
