@@ -16,6 +16,7 @@ import {
   lockRelease,
   type SharedMessage,
 } from '../src/index.js';
+import { ktimeGetNs } from '../src/substrate/clock.js';
 import { domain } from '../src/substrate/domain.js';
 import {
   Agent,
@@ -253,6 +254,29 @@ describe('waits across threads', () => {
       const r = await waiting;
       assert.ok(r > 0 && r <= 20_000, String(r));
       assert.equal(await a!.call('waitSync', { name: 'f', timeout: 0 }), 1);
+    });
+  });
+
+  it('a sleeping waiter wakes after the signal time: SIGNALED, then the timestamp, then the wake-up', async () => {
+    await withAgents(1, async ([a]) => {
+      for (let i = 1; i <= 20; i++) {
+        using f = new DmaFence(DmaFence.contextAlloc(1), 1n);
+        await a!.call('import', { name: 'f', msg: f.share() });
+        const waiting = a!.call<{ r: number; woke: string; ts: string }>('waitSyncStamped', {
+          name: 'f',
+          timeout: 20_000,
+        });
+        await sleep(3);
+        const before = ktimeGetNs();
+        f.signal();
+        const after = ktimeGetNs();
+        const { r, woke, ts } = await waiting;
+        assert.ok(r > 0 && r <= 20_000, String(r));
+        const t = BigInt(ts);
+        assert.ok(t >= before && t <= after, 'the timestamp is taken inside signal()');
+        assert.ok(BigInt(woke) >= t, 'the waiter runs after the signal time');
+        await a!.call('dispose', { name: 'f' });
+      }
     });
   });
 

@@ -21,8 +21,24 @@ import {
 } from '../src/substrate/domain.js';
 import { SafetyNet } from '../src/substrate/lifetime.js';
 import { lockWord, tryLockWord, unlockWord } from '../src/substrate/lock.js';
-import { keepAlive, waitUntil, waitUntilAsync } from '../src/substrate/waiter.js';
-import { assertNoLeak, collect, errno, live, sleep, until, withAgents } from './fence-harness.js';
+import {
+  keepAlive,
+  setSpinBudgetMs,
+  spinBudgetMs,
+  waitFor,
+  waitUntil,
+  waitUntilAsync,
+} from '../src/substrate/waiter.js';
+import {
+  Agent,
+  assertNoLeak,
+  collect,
+  errno,
+  live,
+  sleep,
+  until,
+  withAgents,
+} from './fence-harness.js';
 
 let start = 0;
 beforeEach(() => {
@@ -113,6 +129,30 @@ describe('record slab', () => {
       assert.equal(d.liveRecords(), n);
       for (const [s, gen] of got) assert.equal(d.isLive(s, gen, RecordType.EXT), false);
     });
+  });
+
+  it('a record is counted once wherever it is freed, also after the thread that made it is gone', async () => {
+    const d = domain();
+    const n = d.liveRecords();
+    // Records made in a worker and freed here: the worker's count goes up, ours down.
+    await withAgents(1, async ([a]) => {
+      const got = await a!.call<[number, number][]>('slabAlloc', { n: 7 });
+      assert.equal(d.liveRecords(), n + 7);
+      for (const [s] of got) if (d.put(s)) d.free(s);
+      assert.equal(d.liveRecords(), n);
+    });
+    // The worker left normally: its count was folded into the domain's, and nothing moved.
+    assert.equal(d.liveRecords(), n);
+    // Same with a worker that is terminated instead: the thread that reaps it folds its count.
+    const threads = d.threadsInUse();
+    const b = await Agent.start();
+    const got = await b.call<[number, number][]>('slabAlloc', { n: 5 });
+    assert.equal(d.liveRecords(), n + 5);
+    await b.worker.terminate();
+    await until(() => d.threadsInUse() === threads, 3000);
+    assert.equal(d.liveRecords(), n + 5, 'the terminated thread still counts what it left');
+    for (const [s] of got) if (d.put(s)) d.free(s);
+    assert.equal(d.liveRecords(), n);
   });
 
   it('growth past the initial 4096 records in another worker is seen by this thread', async () => {
@@ -386,6 +426,78 @@ describe('waiter', () => {
       );
       assert.equal(Atomics.load(r.i32, 3), 0, 'sleepers count back to 0');
     });
+  });
+
+  it('waitFor: the time left when done, 0 on timeout, Infinity stays Infinity', async () => {
+    await withAgents(1, async ([a]) => {
+      const r = sabBackend.createRegion(64, 64);
+      const target = { region: r, index: 2, sleepers: 3 };
+      assert.equal(
+        waitFor(target, () => true, Number.POSITIVE_INFINITY),
+        Number.POSITIVE_INFINITY,
+      );
+      assert.equal(
+        waitFor(target, () => true, 50),
+        50,
+      );
+      assert.ok(waitFor(target, () => true, 0) > 0, 'done with no time is still done');
+      assert.equal(
+        waitFor(target, () => false, 0),
+        0,
+      );
+      assert.equal(
+        waitFor(target, () => false, 5),
+        0,
+      );
+      assert.equal(Atomics.load(r.i32, 3), 0, 'a timed-out waiter leaves the sleepers word');
+      await a!.call('setWordLater', { desc: r.descriptor(), index: 2, value: 1, ms: 20 });
+      const left = waitFor(target, () => Atomics.load(r.i32, 2) === 1, 10_000);
+      assert.ok(left > 0 && left < 10_000 - 10, String(left));
+      assert.equal(Atomics.load(r.i32, 3), 0);
+      Atomics.store(r.i32, 2, 0);
+      await a!.call('setWordLater', { desc: r.descriptor(), index: 2, value: 1, ms: 20 });
+      const inf = waitFor(target, () => Atomics.load(r.i32, 2) === 1, Number.POSITIVE_INFINITY);
+      assert.equal(inf, Number.POSITIVE_INFINITY);
+    });
+  });
+
+  it('a final target keeps its sleepers word once done; a timeout still takes its count back', async () => {
+    await withAgents(1, async ([a]) => {
+      const r = sabBackend.createRegion(64, 64);
+      const target = { region: r, index: 2, sleepers: 3, final: true };
+      setSpinBudgetMs(0);
+      try {
+        assert.equal(
+          waitUntil(target, () => false, 5),
+          false,
+        );
+        assert.equal(Atomics.load(r.i32, 3), 0);
+        await a!.call('setWordLater', { desc: r.descriptor(), index: 2, value: 1, ms: 20 });
+        assert.equal(
+          waitUntil(target, () => Atomics.load(r.i32, 2) === 1, 10_000),
+          true,
+        );
+        assert.equal(Atomics.load(r.i32, 3), 1, 'the waker no longer reads it');
+      } finally {
+        setSpinBudgetMs(Number.POSITIVE_INFINITY);
+      }
+    });
+  });
+
+  it('the spin adapts: none after long waits, the full budget again after short ones', () => {
+    const r = sabBackend.createRegion(64, 64);
+    const target = { region: r, index: 2, sleepers: 3 };
+    for (let i = 0; i < 6; i++) waitUntil(target, () => false, 3);
+    assert.equal(spinBudgetMs(), 0, 'long waits: sleep at once');
+    // Waits that end at the second look (no notify needed: the waiter never sleeps).
+    for (let i = 0; i < 60; i++) {
+      let polls = 0;
+      assert.equal(
+        waitUntil(target, () => ++polls > 1, 1000),
+        true,
+      );
+    }
+    assert.ok(spinBudgetMs() > 0, 'short waits: spin before sleeping');
   });
 
   it('waitUntilAsync: abort throws ERESTARTSYS and releases its keep-alive', async () => {

@@ -273,6 +273,13 @@ async function handle(req: Request): Promise<unknown> {
     }
     case 'waitSync':
       return safe(() => fence(a.name).waitSync({ timeout: a.timeout as number | undefined }));
+    case 'waitSyncStamped': {
+      // A blocking wait, then the clock as soon as it returns and the fence's signal time.
+      const f = fence(a.name);
+      const r = f.waitSync({ timeout: a.timeout as number | undefined });
+      const woke = ktimeGetNs();
+      return { r, woke: String(woke), ts: String(f.timestamp) };
+    }
     case 'wait': {
       const ac = new AbortController();
       if (typeof a.abortAfter === 'number') setTimeout(() => ac.abort('test'), a.abortAfter);
