@@ -287,6 +287,9 @@ function getLocal(slot: number, gen: number): LocalFence {
   }
   if (!lf) {
     lf = { gen, cbs: NO_CBS, ops: undefined, enabled: false, borrowed: undefined };
+    // Kept dense: a store far past the end would turn the array into a slow dictionary, and
+    // slots come from anywhere in the slab once it has grown.
+    while (local.length < slot) local.push(undefined);
     local[slot] = lf;
   }
   return lf;
@@ -529,6 +532,8 @@ export function signalSlot(d: Domain, slot: number, ts: bigint | undefined): boo
     d.i64[(b >> 1) + F.TIMESTAMP64] = ts ?? ktimeGetNs();
     Atomics.or(i32, b + F.FLAGS, TIMESTAMP);
     if (Atomics.load(i32, b + F.SLEEPERS) > 0) d.region.notify(b + F.FLAGS);
+    // Nothing hangs on the fence: nothing more to do (and nothing was queued for later).
+    if ((deps | cbt) === 0) return true;
     signalDepth++;
     try {
       for (let n = deps; n !== 0; ) {

@@ -3,6 +3,7 @@
 // the lock word, the waiter, the GC safety net, the clock and errno.
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import { DmaBufError, DmaFence, ERRNO, errnoName, type SharedMessage } from '../src/index.js';
 import { sabBackend } from '../src/substrate/backend.js';
 import { ktimeGetNs } from '../src/substrate/clock.js';
@@ -563,6 +564,29 @@ describe('clock and errno', () => {
 });
 
 describe('threads leaving the domain', () => {
+  for (const which of ['threads', 'slab', 'names'] as const) {
+    it(`a worker terminated while it holds the domain's ${which} lock does not block the others`, async () => {
+      const d = domain();
+      const threads = d.threadsInUse();
+      const w = new Worker(new URL('./workers/lock-holder.js', import.meta.url), {
+        workerData: which,
+      });
+      await new Promise((resolve, reject) => {
+        w.once('message', resolve);
+        w.once('error', reject);
+      });
+      await w.terminate();
+      // Reaping breaks the dead thread's hold; every table works again.
+      await until(() => d.threadsInUse() === threads, 3000);
+      assert.equal(d.threadsInUse(), threads);
+      assert.ok(d.liveRecords() >= 0);
+      const s = d.alloc(RecordType.EXT);
+      assert.equal(d.put(s), true);
+      d.free(s);
+      assert.equal(d.name(d.intern(`after-${which}`)), `after-${which}`);
+    });
+  }
+
   it('a worker that exits handles the notifications still queued for it', async () => {
     await withAgents(1, async ([a]) => {
       const f = new DmaFence(DmaFence.contextAlloc(1), 1n);

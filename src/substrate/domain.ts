@@ -22,7 +22,7 @@ import {
 } from 'node:worker_threads';
 import { type RegionDescriptor, type SharedRegion, sabBackend } from './backend.js';
 import { DmaBufError } from './errno.js';
-import { lockWord, unlockWord } from './lock.js';
+import { breakLockWord, lockOwnedWord, unlockOwnedWord } from './lock.js';
 
 const MAGIC = 0x646d6162; // "dmab"
 const VERSION = 2;
@@ -40,6 +40,12 @@ const H_LIVE = 6;
 const H_THREAD_LOCK = 7;
 const H_NAMES_LOCK = 8;
 const H_NAMES_USED = 9;
+/** @internal The domain's robust lock words (tests take them to die holding them). */
+export const DOMAIN_LOCK_WORDS = {
+  slab: H_SLAB_LOCK,
+  threads: H_THREAD_LOCK,
+  names: H_NAMES_LOCK,
+} as const;
 /** First word of the 64-bit context counter (i64 index H_CONTEXT / 2). */
 const H_CONTEXT = 16;
 /**
@@ -307,7 +313,7 @@ export class Domain {
   /** Number of live records in all threads (for leak checks). */
   liveRecords(): number {
     // Under the thread lock, so that no count is folded into H_LIVE while it is summed.
-    lockWord(this.region, H_THREAD_LOCK);
+    lockOwnedWord(this.region, H_THREAD_LOCK, threadId);
     try {
       let n = Atomics.load(this.i32, H_LIVE);
       for (let t = 0; t < MAX_THREADS; t++) {
@@ -316,7 +322,7 @@ export class Domain {
       }
       return n;
     } finally {
-      unlockWord(this.region, H_THREAD_LOCK);
+      unlockOwnedWord(this.region, H_THREAD_LOCK);
     }
   }
 
@@ -445,7 +451,7 @@ export class Domain {
   }
 
   #refill(): void {
-    lockWord(this.region, H_SLAB_LOCK);
+    lockOwnedWord(this.region, H_SLAB_LOCK, threadId);
     try {
       let head = Atomics.load(this.i32, H_FREE_HEAD);
       while (head >= 0 && this.#cache.length < REFILL) {
@@ -471,12 +477,12 @@ export class Domain {
       }
       Atomics.store(this.i32, H_BUMP, want);
     } finally {
-      unlockWord(this.region, H_SLAB_LOCK);
+      unlockOwnedWord(this.region, H_SLAB_LOCK);
     }
   }
 
   #drain(n: number): void {
-    lockWord(this.region, H_SLAB_LOCK);
+    lockOwnedWord(this.region, H_SLAB_LOCK, threadId);
     try {
       let head = Atomics.load(this.i32, H_FREE_HEAD);
       for (let i = 0; i < n; i++) {
@@ -487,7 +493,7 @@ export class Domain {
       }
       Atomics.store(this.i32, H_FREE_HEAD, head);
     } finally {
-      unlockWord(this.region, H_SLAB_LOCK);
+      unlockOwnedWord(this.region, H_SLAB_LOCK);
     }
   }
 
@@ -514,7 +520,7 @@ export class Domain {
         `name longer than ${MAX_NAME_BYTES} bytes: ${name.slice(0, 20)}...`,
       );
     }
-    lockWord(this.region, H_NAMES_LOCK);
+    lockOwnedWord(this.region, H_NAMES_LOCK, threadId);
     try {
       const used = Atomics.load(this.i32, H_NAMES_USED);
       for (let off = 0; off < used; ) {
@@ -536,7 +542,7 @@ export class Domain {
       this.#remember(name, used);
       return used;
     } finally {
-      unlockWord(this.region, H_NAMES_LOCK);
+      unlockOwnedWord(this.region, H_NAMES_LOCK);
     }
   }
 
@@ -571,7 +577,7 @@ export class Domain {
    */
   threadIndex(): number {
     if (this.#threadIndex >= 0) return this.#threadIndex;
-    lockWord(this.region, H_THREAD_LOCK);
+    lockOwnedWord(this.region, H_THREAD_LOCK, threadId);
     try {
       for (let t = 0; t < MAX_THREADS; t++) {
         const b = THREADS_BASE + t * T_WORDS;
@@ -585,7 +591,7 @@ export class Domain {
         }
       }
     } finally {
-      unlockWord(this.region, H_THREAD_LOCK);
+      unlockOwnedWord(this.region, H_THREAD_LOCK);
     }
     if (this.#threadIndex < 0) {
       throw new DmaBufError('EMFILE', `more than ${MAX_THREADS} threads in one dmabuf domain`);
@@ -605,19 +611,19 @@ export class Domain {
     const b = THREADS_BASE + t * T_WORDS;
     // Refuse new mail (state 2: leaving, not yet reusable), then handle what is queued: a
     // message may carry a reference (see post) that must not be lost with the thread.
-    lockWord(this.region, b + T_LOCK);
+    lockOwnedWord(this.region, b + T_LOCK, threadId);
     Atomics.store(this.i32, b + T_STATE, 2);
-    unlockWord(this.region, b + T_LOCK);
+    unlockOwnedWord(this.region, b + T_LOCK);
     try {
       this.drainMail();
     } finally {
       this.flushCache();
-      lockWord(this.region, H_THREAD_LOCK);
+      lockOwnedWord(this.region, H_THREAD_LOCK, threadId);
       this.#foldLive(t);
       this.#liveWord = -1;
       this.#left = true;
       Atomics.store(this.i32, b + T_STATE, 0);
-      unlockWord(this.region, H_THREAD_LOCK);
+      unlockOwnedWord(this.region, H_THREAD_LOCK);
       this.#threadIndex = -1;
     }
   }
@@ -631,26 +637,30 @@ export class Domain {
    * thread that left normally has nothing to reap. Returns the freed index, or -1.
    */
   reapThread(tid: number): number {
+    if (tid === threadId) return -1;
     let t = -1;
     const queued: number[] = [];
-    lockWord(this.region, H_THREAD_LOCK);
+    // It may have died inside one of the domain's critical sections: break its holds first.
+    // (A half-done slab refill or drain only loses the free slots it was moving.)
+    for (const w of [H_THREAD_LOCK, H_SLAB_LOCK, H_NAMES_LOCK]) breakLockWord(this.region, w, tid);
+    lockOwnedWord(this.region, H_THREAD_LOCK, threadId);
     try {
       for (let i = 0; i < MAX_THREADS; i++) {
         const b = THREADS_BASE + i * T_WORDS;
-        if (
-          Atomics.load(this.i32, b + T_STATE) === 1 &&
-          Atomics.load(this.i32, b + T_TID) === tid
-        ) {
+        const state = Atomics.load(this.i32, b + T_STATE);
+        // State 2: it was leaving when it died.
+        if ((state === 1 || state === 2) && Atomics.load(this.i32, b + T_TID) === tid) {
           t = i;
           break;
         }
       }
       if (t < 0 || t === this.#threadIndex) return -1;
       const b = THREADS_BASE + t * T_WORDS;
+      breakLockWord(this.region, b + T_LOCK, tid);
       // Refuse new mail, take what is queued, then free the slot.
-      lockWord(this.region, b + T_LOCK);
+      lockOwnedWord(this.region, b + T_LOCK, threadId);
       Atomics.store(this.i32, b + T_STATE, 2);
-      unlockWord(this.region, b + T_LOCK);
+      unlockOwnedWord(this.region, b + T_LOCK);
       for (;;) {
         const head = Atomics.load(this.i32, b + T_HEAD);
         if (head === Atomics.load(this.i32, b + T_TAIL)) break;
@@ -665,7 +675,7 @@ export class Domain {
       this.#foldLive(t);
       Atomics.store(this.i32, b + T_STATE, 0);
     } finally {
-      unlockWord(this.region, H_THREAD_LOCK);
+      unlockOwnedWord(this.region, H_THREAD_LOCK);
     }
     // Handlers run without the table lock: they may release objects, post, register threads.
     for (let i = 0; i < queued.length; i += 3) {
@@ -723,7 +733,7 @@ export class Domain {
     const b = THREADS_BASE + t * T_WORDS;
     if (Atomics.load(this.i32, b + T_STATE) !== 1) return false;
     let queued = false;
-    lockWord(this.region, b + T_LOCK);
+    lockOwnedWord(this.region, b + T_LOCK, threadId);
     try {
       // Checked again under the lock: a leaving thread drains its ring after refusing mail.
       if (Atomics.load(this.i32, b + T_STATE) !== 1) return false;
@@ -741,7 +751,7 @@ export class Domain {
         queued = true;
       }
     } finally {
-      unlockWord(this.region, b + T_LOCK);
+      unlockOwnedWord(this.region, b + T_LOCK);
     }
     Atomics.add(this.i32, b + T_DOORBELL, 1);
     this.region.notify(b + T_DOORBELL);

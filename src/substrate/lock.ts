@@ -32,3 +32,48 @@ export function tryLockWord(region: SharedRegion, index: number): boolean {
 export function unlockWord(region: SharedRegion, index: number): void {
   if (Atomics.exchange(region.i32, index, 0) === 2) region.notify(index, 1);
 }
+
+/**
+ * The robust form, for the domain's own tables: the word names its holder, as a robust futex
+ * does (0 free, otherwise `(owner + 1) * 2`, plus 1 while others sleep on it). A thread that
+ * dies holding it (a worker ended with `terminate()` stops wherever it is) would otherwise
+ * block every thread that needs the table; whoever reaps the dead thread breaks its hold with
+ * {@linkcode breakLockWord}. Sleeps are bounded, so a waiter also looks again by itself.
+ */
+export function lockOwnedWord(region: SharedRegion, index: number, owner: number): void {
+  const i32 = region.i32;
+  const me = (owner + 1) * 2;
+  if (Atomics.compareExchange(i32, index, 0, me) === 0) return;
+  for (let i = 0; i < SPINS; i++) {
+    if (Atomics.load(i32, index) === 0 && Atomics.compareExchange(i32, index, 0, me) === 0) return;
+  }
+  for (;;) {
+    const v = Atomics.load(i32, index);
+    if (v === 0) {
+      // Taken after a sleep: keep the mark, others may still sleep on it.
+      if (Atomics.compareExchange(i32, index, 0, me | 1) === 0) return;
+      continue;
+    }
+    if ((v & 1) === 0 && Atomics.compareExchange(i32, index, v, v | 1) !== v) continue;
+    region.wait(index, v | 1, ROBUST_SLEEP_MS);
+  }
+}
+
+/** Releases a word taken with {@linkcode lockOwnedWord}, waking its sleepers if any. */
+export function unlockOwnedWord(region: SharedRegion, index: number): void {
+  if ((Atomics.exchange(region.i32, index, 0) & 1) !== 0) region.notify(index);
+}
+
+/**
+ * Frees a word that `deadOwner` held when it died; true if it did. Only for owners known to be
+ * gone: what the word protected may be half updated, and the caller repairs what it must.
+ */
+export function breakLockWord(region: SharedRegion, index: number, deadOwner: number): boolean {
+  const v = Atomics.load(region.i32, index);
+  if (v === 0 || v >> 1 !== deadOwner + 1) return false;
+  if (Atomics.compareExchange(region.i32, index, v, 0) !== v) return false;
+  region.notify(index);
+  return true;
+}
+
+const ROBUST_SLEEP_MS = 50;
