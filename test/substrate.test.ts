@@ -564,6 +564,26 @@ describe('clock and errno', () => {
 });
 
 describe('threads leaving the domain', () => {
+  it('a worker terminated while it holds a fence lock: reaping releases it, the fence signals', async () => {
+    const d = domain();
+    const threads = d.threadsInUse();
+    using f = new DmaFence(DmaFence.contextAlloc(1), 1n);
+    const w = new Worker(new URL('./workers/lock-holder.js', import.meta.url), {
+      workerData: { fence: f.share() },
+    });
+    await new Promise((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    await w.terminate();
+    await until(() => d.threadsInUse() === threads, 3000);
+    // The worker's reference to the fence is lost with it (a known limit); its lock is not.
+    f.signal();
+    assert.equal(f.isSignaledFlag(), true);
+    const extra = d.put(f._slot);
+    assert.equal(extra, false, 'the worker still counted one reference');
+  });
+
   for (const which of ['threads', 'slab', 'names'] as const) {
     it(`a worker terminated while it holds the domain's ${which} lock does not block the others`, async () => {
       const d = domain();

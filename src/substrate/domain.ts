@@ -22,7 +22,14 @@ import {
 } from 'node:worker_threads';
 import { type RegionDescriptor, type SharedRegion, sabBackend } from './backend.js';
 import { DmaBufError } from './errno.js';
-import { breakLockWord, lockOwnedWord, unlockOwnedWord } from './lock.js';
+import {
+  breakHeldLocks,
+  breakLockWord,
+  HELD_SLOTS,
+  lockOwnedWord,
+  setHeldList,
+  unlockOwnedWord,
+} from './lock.js';
 
 const MAGIC = 0x646d6162; // "dmab"
 const VERSION = 2;
@@ -84,6 +91,9 @@ const T_PENDING = 7;
  * the thread leaves (or is reaped) the word is folded into H_LIVE, under H_THREAD_LOCK.
  */
 const T_LIVE = 8;
+/** The thread's held list: the domain lock words it holds (see lock.ts), words 9..15. */
+const T_HELD = 9;
+if (T_HELD + HELD_SLOTS > T_WORDS) throw new Error('thread entry too small for the held list');
 const RING = 256;
 const ENTRY_WORDS = 3;
 const RINGS_BASE = THREADS_BASE + MAX_THREADS * T_WORDS;
@@ -587,6 +597,7 @@ export class Domain {
           Atomics.store(this.i32, b + T_STATE, 1);
           this.#threadIndex = t;
           this.#liveWord = b + T_LIVE;
+          setHeldList(this.region, b + T_HELD);
           break;
         }
       }
@@ -624,6 +635,7 @@ export class Domain {
       this.#left = true;
       Atomics.store(this.i32, b + T_STATE, 0);
       unlockOwnedWord(this.region, H_THREAD_LOCK);
+      setHeldList(undefined, -1);
       this.#threadIndex = -1;
     }
   }
@@ -673,6 +685,7 @@ export class Domain {
         Atomics.store(this.i32, b + T_HEAD, head + 1);
       }
       this.#foldLive(t);
+      breakHeldLocks(this.region, b + T_HELD);
       Atomics.store(this.i32, b + T_STATE, 0);
     } finally {
       unlockOwnedWord(this.region, H_THREAD_LOCK);

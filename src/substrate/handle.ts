@@ -168,5 +168,8 @@ export function claim(msg: SharedMessage, kind: HandleKind): Domain {
   if (!d.isLive(msg.slot, msg.gen, kind.type)) {
     throw new DmaBufError('EBADF', `${kind.name} in message no longer exists`);
   }
+  // A thread that holds shared objects takes part in the domain: its thread slot is where its
+  // held locks are listed, so that reaping it after a terminate() can release them.
+  d.threadIndex();
   return d;
 }

@@ -10,10 +10,77 @@ import type { SharedRegion } from './backend.js';
 
 const SPINS = 200;
 
+// ---- the held list (the kernel's robust futex list) -----------------------------------------
+//
+// A worker ended with `terminate()` stops wherever it is, possibly holding a lock, which would
+// then block every thread that needs it. So each thread lists the lock words of its domain it
+// holds, in words of its own that the reaper can read once it is dead (its thread-table entry),
+// and the reaper releases them. Taken, then listed; unlisted, then released: a death between
+// the two leaks that one lock, but never releases a lock held by someone else.
+
+/** Entries of a held list. Deeper nesting goes unlisted. */
+export const HELD_SLOTS = 7;
+let heldRegion: SharedRegion | undefined;
+let heldBase = -1;
+
+/** @internal Where this thread lists the locks of `region` it holds (undefined: nowhere). */
+export function setHeldList(region: SharedRegion | undefined, base: number): void {
+  heldRegion = region;
+  heldBase = base;
+}
+
+function listHeld(region: SharedRegion, index: number): void {
+  if (region !== heldRegion) return;
+  // Plain accesses: only this thread writes its list; the reaper reads it after its death.
+  const i32 = region.i32;
+  for (let k = heldBase, end = heldBase + HELD_SLOTS; k < end; k++) {
+    if (i32[k] === 0) {
+      i32[k] = index + 1;
+      return;
+    }
+  }
+}
+
+function unlistHeld(region: SharedRegion, index: number): void {
+  if (region !== heldRegion) return;
+  const i32 = region.i32;
+  for (let k = heldBase, end = heldBase + HELD_SLOTS; k < end; k++) {
+    if (i32[k] === index + 1) {
+      i32[k] = 0;
+      return;
+    }
+  }
+}
+
+/**
+ * Releases every lock word a dead thread's held list names (at `base`) and clears the list;
+ * returns how many. What those locks protected may be half updated, as after a robust futex's
+ * OWNER_DIED: the objects stay usable, but one being changed at the time of death may be left
+ * between two states.
+ */
+export function breakHeldLocks(region: SharedRegion, base: number): number {
+  const i32 = region.i32;
+  let n = 0;
+  for (let k = base, end = base + HELD_SLOTS; k < end; k++) {
+    const index = Atomics.load(i32, k) - 1;
+    if (index < 0) continue;
+    Atomics.store(i32, k, 0);
+    Atomics.store(i32, index, 0);
+    region.notify(index);
+    n++;
+  }
+  return n;
+}
+
 /** Takes the lock word at `i32[index]`. */
 export function lockWord(region: SharedRegion, index: number): void {
   const i32 = region.i32;
-  if (Atomics.compareExchange(i32, index, 0, 1) === 0) return;
+  if (Atomics.compareExchange(i32, index, 0, 1) !== 0) lockSlow(region, index);
+  listHeld(region, index);
+}
+
+function lockSlow(region: SharedRegion, index: number): void {
+  const i32 = region.i32;
   for (let i = 0; i < SPINS; i++) {
     if (Atomics.load(i32, index) === 0 && Atomics.compareExchange(i32, index, 0, 1) === 0) return;
   }
@@ -25,11 +92,14 @@ export function lockWord(region: SharedRegion, index: number): void {
 
 /** Tries once to take the lock word; true on success. */
 export function tryLockWord(region: SharedRegion, index: number): boolean {
-  return Atomics.compareExchange(region.i32, index, 0, 1) === 0;
+  if (Atomics.compareExchange(region.i32, index, 0, 1) !== 0) return false;
+  listHeld(region, index);
+  return true;
 }
 
 /** Releases the lock word, waking one sleeper if the lock was contended. */
 export function unlockWord(region: SharedRegion, index: number): void {
+  unlistHeld(region, index);
   if (Atomics.exchange(region.i32, index, 0) === 2) region.notify(index, 1);
 }
 
