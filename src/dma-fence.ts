@@ -70,7 +70,7 @@ export const F = {
   TIMESTAMP64: 4,
   DEADLINE64: 5,
   LOCK: 12,
-  SLEEPERS: 13,
+  /** Word 13 is unused: sleepers announce themselves with the WAITERS bit of FLAGS. */
   /** Head of the dependent list, as node slot + 1 (0: empty). */
   DEPS: 14,
   /** Thread with callbacks: 0 none, t + 1 one thread, -1 several. */
@@ -95,6 +95,8 @@ const SIGNALED = 1 << 1;
 const TIMESTAMP = 1 << 2;
 const ENABLE = 1 << 3;
 const DEADLINE_SET = 1 << 4;
+/** Set by every thread that sleeps on the flags word; the signaller wakes them if it is set. */
+const WAITERS = 1 << 5;
 const OP_ENABLE = 1 << 8;
 const OP_SIGNALED = 1 << 9;
 const OP_DEADLINE = 1 << 10;
@@ -530,8 +532,8 @@ export function signalSlot(d: Domain, slot: number, ts: bigint | undefined): boo
     // waiter.ts), so each step between the timestamp and the end of the signaller's turn
     // adds to what a sleeping waiter sees as the wake-up latency.
     d.i64[(b >> 1) + F.TIMESTAMP64] = ts ?? ktimeGetNs();
-    Atomics.or(i32, b + F.FLAGS, TIMESTAMP);
-    if (Atomics.load(i32, b + F.SLEEPERS) > 0) d.region.notify(b + F.FLAGS);
+    // The same atomic update reports whether anyone sleeps on the word (see WaitTarget.mark).
+    if ((Atomics.or(i32, b + F.FLAGS, TIMESTAMP) & WAITERS) !== 0) d.region.notify(b + F.FLAGS);
     // Nothing hangs on the fence: nothing more to do (and nothing was queued for later).
     if ((deps | cbt) === 0) return true;
     signalDepth++;
@@ -1185,8 +1187,8 @@ export class DmaFence extends SharedObject {
     const target: WaitTarget = {
       region: d.region,
       index: b + F.FLAGS,
-      sleepers: b + F.SLEEPERS,
-      final: true,
+      sleepers: b + F.FLAGS,
+      mark: WAITERS,
     };
     return { target, done, timeout };
   }
@@ -1511,4 +1513,4 @@ function stubSlot(d: Domain): number {
 export { wrapFence };
 
 /** @internal Bits a container module needs. */
-export const FENCE_BITS = { SIGNALED, ENABLE, KIND_SHIFT, KIND_MASK } as const;
+export const FENCE_BITS = { SIGNALED, ENABLE, WAITERS, KIND_SHIFT, KIND_MASK } as const;

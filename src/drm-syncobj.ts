@@ -562,7 +562,7 @@ class ArrayWait {
   /** The fence a single-entry wait sleeps on (a reference held during the sleep), or -1. */
   held = -1;
   /** Reused for every sleep of this wait. */
-  readonly #target = { region: domain().region, index: 0, sleepers: -1 };
+  readonly #target = { region: domain().region, index: 0, sleepers: -1, mark: 0 };
   #ok = false;
   readonly #ring = (): void => {
     Atomics.add(this.d.i32, this.bell, 1);
@@ -710,17 +710,20 @@ class ArrayWait {
         this.held = h;
         const b = d.base(h);
         t.index = b + F.FLAGS;
-        t.sleepers = b + F.SLEEPERS;
+        t.sleepers = b + F.FLAGS;
+        t.mark = FENCE_BITS.WAITERS;
         return t;
       }
       const nb = d.base(this.nodes[0]!);
       t.index = nb + N_STATE;
       t.sleepers = nb + N_SLEEPERS;
+      t.mark = 0;
       return t;
     }
     if (this.bell < 0) this.bell = d.doorbellWord();
     t.index = this.bell;
     t.sleepers = -1;
+    t.mark = 0;
     return t;
   }
 
@@ -982,7 +985,12 @@ function waitOneSync(d: Domain, so: number, point: bigint, ms: number): number {
     const gen = d.gen(f);
     enableSlot(d, f, gen);
     const b = d.base(f);
-    const target: WaitTarget = { region: d.region, index: b + F.FLAGS, sleepers: b + F.SLEEPERS };
+    const target: WaitTarget = {
+      region: d.region,
+      index: b + F.FLAGS,
+      sleepers: b + F.FLAGS,
+      mark: FENCE_BITS.WAITERS,
+    };
     if (!waitUntil(target, () => signaledQuick(d, f), ms)) throw etime();
     return 0;
   } finally {

@@ -15,6 +15,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { DmaFence, type SharedMessage } from '../../src/index.js';
+import { warmUpFenceWaits } from './fence-warmup.js';
 
 /** `workerData` of this worker. */
 export interface FenceLongWaitData {
@@ -55,27 +56,6 @@ const stamps = new BigInt64Array(data.sab, 16, total);
 
 const isRaw = (k: number): boolean => Math.floor(k / data.block) % 2 === 0;
 
-/**
- * Runs the fence paths first so that the timed hops run optimised code: signalled and
- * unsignalled waits, and waits that really sleep (and time out), which a long wait takes.
- */
-function warmUp(): void {
-  const ctx = DmaFence.contextAlloc(1);
-  for (let i = 0; i < 20_000; i++) {
-    const f = new DmaFence(ctx, BigInt(i + 1));
-    f.waitSync({ timeout: 0 });
-    f.signal();
-    f.waitSync({ timeout: 1 });
-    f.dispose();
-  }
-  for (let i = 0; i < 2_000; i++) {
-    const f = new DmaFence(ctx, BigInt(i + 1));
-    f.waitSync({ timeout: 0.002 });
-    f.signal();
-    f.dispose();
-  }
-}
-
 function signaller(): void {
   for (let k = 0; k < total; k++) {
     Atomics.wait(sleepWord, 0, 0, data.sleepMs);
@@ -112,7 +92,7 @@ function waiter(): FenceLongWaitResult {
   return { rawUs: Float64Array.from(raw), fenceUs: Float64Array.from(fence) };
 }
 
-warmUp();
+await warmUpFenceWaits(false);
 Atomics.add(barrier, 0, 1);
 Atomics.notify(barrier, 0);
 for (let v = Atomics.load(barrier, 0); v < 2; v = Atomics.load(barrier, 0)) {

@@ -7,6 +7,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { DmaFence, type SharedMessage } from '../../src/index.js';
+import { warmUpFenceWaits } from './fence-warmup.js';
 import { awaitWaiter } from './handshake.js';
 
 /** `workerData` of this worker. */
@@ -36,31 +37,8 @@ function signal(hop: number): void {
   fences[hop - 1]!.signal();
 }
 
-/** Runs the fence paths locally first so that the timed hops run optimised code, not the interpreter. */
-async function warmUp(): Promise<void> {
-  const ctx = DmaFence.contextAlloc(1);
-  for (let i = 0; i < 20_000; i++) {
-    const f = new DmaFence(ctx, BigInt(i + 1));
-    f.waitSync({ timeout: 0 });
-    if (i % 100 === 0) {
-      const p = f.wait();
-      f.signal();
-      await p;
-    } else f.signal();
-    f.waitSync({ timeout: 1 });
-    f.dispose();
-  }
-  // Waits that really sleep (and time out): the path a long wait takes.
-  for (let i = 0; i < 2_000; i++) {
-    const f = new DmaFence(ctx, BigInt(i + 1));
-    f.waitSync({ timeout: 0.002 });
-    f.signal();
-    f.dispose();
-  }
-}
-
 async function run(): Promise<void> {
-  await warmUp();
+  await warmUpFenceWaits(true);
   // Both sides warm up before the first hop so neither times the other's warm-up.
   Atomics.add(ready, 0, 1);
   Atomics.notify(ready, 0);

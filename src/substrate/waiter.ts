@@ -81,11 +81,24 @@ export interface WaitTarget {
   /** A word the waiter increments while asleep; -1 when the waker always notifies. */
   readonly sleepers: number;
   /**
-   * True when `done()` stays true once it is, and the waker reads the sleepers word only on
-   * its way to that state (a fence signals once). A waiter that saw it done then leaves the
-   * word as it is: one locked instruction less on the way back from a sleep.
+   * Instead of counting in `sleepers`, set this bit there and never clear it: for a state that
+   * is reached once (a fence signals once), whose waker then notifies if the bit is set. The
+   * bit can live in the watched word itself, where the waker's own atomic update of that word
+   * reports it: no separate read, and no decrement on the way back from a sleep.
    */
-  readonly final?: boolean;
+  readonly mark?: number;
+}
+
+/** Announces a waiter on `target`; true when it counted itself (and must take that back). */
+function announce(i32: Int32Array, target: WaitTarget): boolean {
+  const { sleepers, mark } = target;
+  if (sleepers < 0) return false;
+  if (mark) {
+    Atomics.or(i32, sleepers, mark);
+    return false;
+  }
+  Atomics.add(i32, sleepers, 1);
+  return true;
 }
 
 /**
@@ -116,11 +129,10 @@ export function waitFor(target: WaitTarget, done: () => boolean, timeoutMs: numb
   }
   const { region, index, sleepers } = target;
   const i32 = region.i32;
-  if (sleepers >= 0) Atomics.add(i32, sleepers, 1);
+  const counted = announce(i32, target);
   // The first sleep takes the time left as of the start: a spin, if any, made it at most
   // SPIN_MAX_MS long, and one clock read fewer is what a long wait wants here (see above).
   let now = spin > 0 ? nowMs() : start;
-  let counted = sleepers >= 0;
   try {
     // The word is read before the condition, so a change after the read ends the sleep.
     let v = Atomics.load(i32, index);
@@ -135,7 +147,6 @@ export function waitFor(target: WaitTarget, done: () => boolean, timeoutMs: numb
       if (done()) break;
       v = Atomics.load(i32, index);
     }
-    if (target.final) counted = false;
   } finally {
     if (counted) Atomics.sub(i32, sleepers, 1);
   }
@@ -176,7 +187,7 @@ export async function waitUntilAsync(
       })
     : undefined;
   keepAlive.acquire();
-  if (sleepers >= 0) Atomics.add(i32, sleepers, 1);
+  const counted = announce(i32, target);
   try {
     for (;;) {
       const v = Atomics.load(i32, index);
@@ -189,7 +200,7 @@ export async function waitUntilAsync(
       if (res === 'aborted') throwIfAborted(signal);
     }
   } finally {
-    if (sleepers >= 0) Atomics.sub(i32, sleepers, 1);
+    if (counted) Atomics.sub(i32, sleepers, 1);
     keepAlive.release();
     if (onAbort) signal?.removeEventListener('abort', onAbort);
   }
