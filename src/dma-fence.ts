@@ -173,13 +173,18 @@ export interface DmaFenceCb {
 
 /** The registration record; its borrowed handle is made only when someone asks for it. */
 class Callback implements DmaFenceCb {
-  state = QUEUED;
-  constructor(
-    readonly func: (fence: DmaFence) => void,
-    private readonly lf: LocalFence,
-    /** @internal */ readonly slot: number,
-    /** @internal */ readonly gen: number,
-  ) {}
+  declare state: number;
+  declare readonly func: (fence: DmaFence) => void;
+  declare private readonly lf: LocalFence;
+  /** @internal */ declare readonly slot: number;
+  /** @internal */ declare readonly gen: number;
+  constructor(func: (fence: DmaFence) => void, lf: LocalFence, slot: number, gen: number) {
+    this.state = QUEUED;
+    this.func = func;
+    this.lf = lf;
+    this.slot = slot;
+    this.gen = gen;
+  }
 
   get fence(): DmaFence {
     const lf = this.lf;

@@ -56,17 +56,20 @@ export class HandleKind {
 
 /** Base class of every handle to a shared object. */
 export abstract class SharedObject implements Disposable, Tracked {
-  /** @internal */ _slot: number;
-  /** @internal */ _gen: number;
-  /** @internal */ _state: number;
-  /** @internal */ _cohort: Cohort | undefined = undefined;
-  /** @internal */ _cohortIndex = 0;
+  // Declared, and assigned in the constructor: class field initialisers cost a call per handle.
+  /** @internal */ declare _slot: number;
+  /** @internal */ declare _gen: number;
+  /** @internal */ declare _state: number;
+  /** @internal */ declare _cohort: Cohort | undefined;
+  /** @internal */ declare _cohortIndex: number;
 
   /** @internal Wraps an existing reference (owned) or borrows one (not owned). */
   constructor(slot: number, gen: number, owned: boolean) {
     this._slot = slot;
     this._gen = gen;
     this._state = owned ? LIVE : BORROWED;
+    this._cohort = undefined;
+    this._cohortIndex = 0;
     if (owned) this._kind().net.track(this, slot, gen);
   }
 
