@@ -8,6 +8,7 @@ import { DmaBufError, DmaFence, ERRNO, errnoName, type SharedMessage } from '../
 import { sabBackend } from '../src/substrate/backend.js';
 import { ktimeGetNs } from '../src/substrate/clock.js';
 import {
+  DOMAIN_LOCK_WORDS,
   Domain,
   domain,
   MAX_NAME_BYTES,
@@ -21,7 +22,13 @@ import {
   TYPE_SHIFT,
 } from '../src/substrate/domain.js';
 import { SafetyNet } from '../src/substrate/lifetime.js';
-import { lockWord, tryLockWord, unlockWord } from '../src/substrate/lock.js';
+import {
+  lockOwnedWord,
+  lockWord,
+  tryLockWord,
+  unlockOwnedWord,
+  unlockWord,
+} from '../src/substrate/lock.js';
 import {
   keepAlive,
   setSpinBudgetMs,
@@ -583,6 +590,31 @@ describe('threads leaving the domain', () => {
     assert.equal(f.isSignaledFlag(), true);
     const extra = d.put(f._slot);
     assert.equal(extra, false, 'the worker still counted one reference');
+  });
+
+  it('reaping never blocks its thread: with the table lock held elsewhere it comes back later', async () => {
+    const d = domain();
+    const threads = d.threadsInUse();
+    const w = new Worker(new URL('./workers/lock-holder.js', import.meta.url), {
+      workerData: 'names',
+    });
+    await new Promise((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    // Another thread (say, one that died too and whose own exit is still queued) holds the
+    // table: the reaper here must not wait for it, since that would stop this event loop.
+    lockOwnedWord(d.region, DOMAIN_LOCK_WORDS.threads, 999_999);
+    try {
+      await w.terminate();
+      await sleep(20);
+      assert.equal(d.threadsInUse(), threads + 1, 'not reaped while the table is held');
+    } finally {
+      unlockOwnedWord(d.region, DOMAIN_LOCK_WORDS.threads);
+    }
+    await until(() => d.threadsInUse() === threads, 3000);
+    assert.equal(d.threadsInUse(), threads, 'reaped once the table was free');
+    assert.equal(d.name(d.intern('after-reap')), 'after-reap');
   });
 
   for (const which of ['threads', 'slab', 'names'] as const) {

@@ -28,6 +28,7 @@ import {
   HELD_SLOTS,
   lockOwnedWord,
   setHeldList,
+  tryLockOwnedWord,
   unlockOwnedWord,
 } from './lock.js';
 
@@ -334,6 +335,11 @@ export class Domain {
     } finally {
       unlockOwnedWord(this.region, H_THREAD_LOCK);
     }
+  }
+
+  #reapLater(tid: number): number {
+    setTimeout(() => this.reapThread(tid), 1).unref();
+    return -1;
   }
 
   /** Moves thread `t`'s live count into H_LIVE; the caller holds H_THREAD_LOCK. */
@@ -650,27 +656,32 @@ export class Domain {
    */
   reapThread(tid: number): number {
     if (tid === threadId) return -1;
-    let t = -1;
     const queued: number[] = [];
-    // It may have died inside one of the domain's critical sections: break its holds first.
-    // (A half-done slab refill or drain only loses the free slots it was moving.)
+    // It may have died inside a critical section. First, at once and without taking any lock,
+    // break every hold it had: the domain's own tables, its mailbox, and the lock words on its
+    // held list. (A half-done slab refill or drain only loses the free slots it was moving.)
     for (const w of [H_THREAD_LOCK, H_SLAB_LOCK, H_NAMES_LOCK]) breakLockWord(this.region, w, tid);
-    lockOwnedWord(this.region, H_THREAD_LOCK, threadId);
-    try {
-      for (let i = 0; i < MAX_THREADS; i++) {
-        const b = THREADS_BASE + i * T_WORDS;
-        const state = Atomics.load(this.i32, b + T_STATE);
-        // State 2: it was leaving when it died.
-        if ((state === 1 || state === 2) && Atomics.load(this.i32, b + T_TID) === tid) {
-          t = i;
-          break;
-        }
+    // Its slot is not reused before it is reaped (state 1 or 2), so it can be found unlocked.
+    let t = -1;
+    for (let i = 0; i < MAX_THREADS; i++) {
+      const b = THREADS_BASE + i * T_WORDS;
+      const state = Atomics.load(this.i32, b + T_STATE);
+      // State 2: it was leaving when it died.
+      if ((state === 1 || state === 2) && Atomics.load(this.i32, b + T_TID) === tid) {
+        t = i;
+        break;
       }
-      if (t < 0 || t === this.#threadIndex) return -1;
-      const b = THREADS_BASE + t * T_WORDS;
-      breakLockWord(this.region, b + T_LOCK, tid);
+    }
+    if (t < 0 || t === this.#threadIndex) return -1;
+    const b = THREADS_BASE + t * T_WORDS;
+    breakLockWord(this.region, b + T_LOCK, tid);
+    breakHeldLocks(this.region, b + T_HELD);
+    // Then the table, without ever blocking this thread: another dead thread may hold the
+    // table lock, and its own reaping waits in this thread's event loop. Busy: try again soon.
+    if (!tryLockOwnedWord(this.region, H_THREAD_LOCK, threadId)) return this.#reapLater(tid);
+    try {
       // Refuse new mail, take what is queued, then free the slot.
-      lockOwnedWord(this.region, b + T_LOCK, threadId);
+      if (!tryLockOwnedWord(this.region, b + T_LOCK, threadId)) return this.#reapLater(tid);
       Atomics.store(this.i32, b + T_STATE, 2);
       unlockOwnedWord(this.region, b + T_LOCK);
       for (;;) {
@@ -685,7 +696,6 @@ export class Domain {
         Atomics.store(this.i32, b + T_HEAD, head + 1);
       }
       this.#foldLive(t);
-      breakHeldLocks(this.region, b + T_HELD);
       Atomics.store(this.i32, b + T_STATE, 0);
     } finally {
       unlockOwnedWord(this.region, H_THREAD_LOCK);

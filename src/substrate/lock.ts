@@ -129,6 +129,11 @@ export function lockOwnedWord(region: SharedRegion, index: number, owner: number
   }
 }
 
+/** Tries once to take a robust word (see {@linkcode lockOwnedWord}); true on success. */
+export function tryLockOwnedWord(region: SharedRegion, index: number, owner: number): boolean {
+  return Atomics.compareExchange(region.i32, index, 0, (owner + 1) * 2) === 0;
+}
+
 /** Releases a word taken with {@linkcode lockOwnedWord}, waking its sleepers if any. */
 export function unlockOwnedWord(region: SharedRegion, index: number): void {
   if ((Atomics.exchange(region.i32, index, 0) & 1) !== 0) region.notify(index);
