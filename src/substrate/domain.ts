@@ -688,6 +688,8 @@ export class Domain {
     if (t < 0 || t === this.#threadIndex) return -1;
     const b = THREADS_BASE + t * T_WORDS;
     breakLockWord(this.region, b + T_LOCK, tid);
+    // The listed locks may lie in records past this thread's view of the region.
+    this.#refresh();
     breakHeldLocks(this.region, b + T_HELD);
     // Then the table, without ever blocking this thread: another dead thread may hold the
     // table lock, and its own reaping waits in this thread's event loop. Busy: try again soon.
