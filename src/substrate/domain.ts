@@ -189,7 +189,10 @@ export class Domain {
   #threadIndex = -1;
   /** This thread's T_LIVE word, or -1 before it has a thread slot or after it left. */
   #liveWord = -1;
-  /** Set when the thread has left: later allocations count in H_LIVE directly. */
+  /**
+   * Set when the thread has left (or found no free thread slot): its later allocations count in
+   * H_LIVE directly.
+   */
   #left = false;
   #handlers = new Map<number, MailHandler>();
   #overflowHandlers: (() => void)[] = [];
@@ -392,7 +395,12 @@ export class Domain {
   #countLive(delta: number): void {
     let w = this.#liveWord;
     if (w < 0 && !this.#left) {
-      this.threadIndex();
+      try {
+        this.threadIndex();
+      } catch {
+        // No free thread slot (EMFILE): count in the shared word instead, from now on.
+        this.#left = true;
+      }
       w = this.#liveWord;
     }
     if (w >= 0) this.i32[w] = this.i32[w]! + delta;

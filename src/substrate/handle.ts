@@ -172,7 +172,12 @@ export function claim(msg: SharedMessage, kind: HandleKind): Domain {
     throw new DmaBufError('EBADF', `${kind.name} in message no longer exists`);
   }
   // A thread that holds shared objects takes part in the domain: its thread slot is where its
-  // held locks are listed, so that reaping it after a terminate() can release them.
-  d.threadIndex();
+  // held locks are listed, so that reaping it after a terminate() can release them. Without a
+  // free slot (EMFILE) it still holds the object; only that listing is lost.
+  try {
+    d.threadIndex();
+  } catch (e) {
+    if (!(e instanceof DmaBufError && e.code === 'EMFILE')) throw e;
+  }
   return d;
 }
