@@ -571,18 +571,22 @@ describe('clock and errno', () => {
   });
 });
 
+/** Starts a worker that takes a lock (see workers/lock-holder.ts) and resolves once it holds it. */
+async function startLockHolder(what: string | { fence: SharedMessage }): Promise<Worker> {
+  const w = new Worker(new URL('./workers/lock-holder.js', import.meta.url), { workerData: what });
+  await new Promise((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  return w;
+}
+
 describe('threads leaving the domain', () => {
   it('a worker terminated while it holds a fence lock: reaping releases it, the fence signals', async () => {
     const d = domain();
     const threads = d.threadsInUse();
     using f = new DmaFence(DmaFence.contextAlloc(1), 1n);
-    const w = new Worker(new URL('./workers/lock-holder.js', import.meta.url), {
-      workerData: { fence: f.share() },
-    });
-    await new Promise((resolve, reject) => {
-      w.once('message', resolve);
-      w.once('error', reject);
-    });
+    const w = await startLockHolder({ fence: f.share() });
     await w.terminate();
     await until(() => d.threadsInUse() === threads, 3000);
     // The worker's reference to the fence is lost with it (a known limit); its lock is not.
@@ -595,13 +599,7 @@ describe('threads leaving the domain', () => {
   it('reaping never blocks its thread: with the table lock held elsewhere it comes back later', async () => {
     const d = domain();
     const threads = d.threadsInUse();
-    const w = new Worker(new URL('./workers/lock-holder.js', import.meta.url), {
-      workerData: 'names',
-    });
-    await new Promise((resolve, reject) => {
-      w.once('message', resolve);
-      w.once('error', reject);
-    });
+    const w = await startLockHolder('names');
     // Another thread (say, one that died too and whose own exit is still queued) holds the
     // table: the reaper here must not wait for it, since that would stop this event loop.
     lockOwnedWord(d.region, DOMAIN_LOCK_WORDS.threads, 999_999);
@@ -621,13 +619,7 @@ describe('threads leaving the domain', () => {
     it(`a worker terminated while it holds the domain's ${which} lock does not block the others`, async () => {
       const d = domain();
       const threads = d.threadsInUse();
-      const w = new Worker(new URL('./workers/lock-holder.js', import.meta.url), {
-        workerData: which,
-      });
-      await new Promise((resolve, reject) => {
-        w.once('message', resolve);
-        w.once('error', reject);
-      });
+      const w = await startLockHolder(which);
       await w.terminate();
       // Reaping breaks the dead thread's hold; every table works again.
       await until(() => d.threadsInUse() === threads, 3000);
