@@ -30,7 +30,7 @@ import {
   mightSleep,
   withNoSleep,
 } from './lockdep.js';
-import { ktimeGetNs } from './substrate/clock.js';
+import { ktimeGetNs, nowMs } from './substrate/clock.js';
 import {
   type Domain,
   domain,
@@ -51,9 +51,9 @@ import { lockWord, unlockWord } from './substrate/lock.js';
 import {
   keepAlive,
   throwIfAborted,
+  timeLeft,
   type WaitTarget,
   waitFor,
-  waitUntil,
   waitUntilAsync,
 } from './substrate/waiter.js';
 
@@ -660,6 +660,15 @@ export function addDependent(
   return true;
 }
 
+/**
+ * @internal Where a thread sleeps until fence `slot` changes: its flags word, announced with the
+ * WAITERS bit there, which the signaller's own update of the word reports (see signalSlot).
+ */
+export function fenceWaitTarget(d: Domain, slot: number): WaitTarget {
+  const w = d.base(slot) + F.FLAGS;
+  return { region: d.region, index: w, sleepers: w, mark: WAITERS };
+}
+
 /** @internal The enable step (`__dma_fence_enable_signaling`), from any thread. */
 export function enableSlot(d: Domain, slot: number, gen: number): void {
   const b = d.base(slot);
@@ -1151,9 +1160,9 @@ export class DmaFence extends SharedObject {
   async wait(opts: DmaFenceWaitOptions = {}): Promise<number> {
     const w = this.#beginWait(opts, false);
     if (typeof w === 'number') return w;
-    const start = performance.now();
+    const start = nowMs();
     const ok = await waitUntilAsync(w.target, w.done, w.timeout, opts.signal);
-    return ok ? remaining(w.timeout, start) : 0;
+    return ok ? timeLeft(w.timeout, nowMs() - start) : 0;
   }
 
   /**
@@ -1189,13 +1198,7 @@ export class DmaFence extends SharedObject {
     if (done()) return timeout === 0 ? 1 : timeout;
     throwIfAborted(opts.signal);
     if (timeout === 0) return 0;
-    const target: WaitTarget = {
-      region: d.region,
-      index: b + F.FLAGS,
-      sleepers: b + F.FLAGS,
-      mark: WAITERS,
-    };
-    return { target, done, timeout };
+    return { target: fenceWaitTarget(d, this._slot), done, timeout };
   }
 
   /**
@@ -1266,7 +1269,7 @@ export class DmaFence extends SharedObject {
     if (timeout === 0) return pollAny(fences);
     const armed = armAny(fences);
     if ('index' in armed) return { remaining: timeout, index: armed.index };
-    const start = performance.now();
+    const start = nowMs();
     try {
       const d = domain();
       const target: WaitTarget = { region: d.region, index: d.doorbellWord(), sleepers: -1 };
@@ -1277,7 +1280,7 @@ export class DmaFence extends SharedObject {
         opts.signal,
       );
       return ok
-        ? { remaining: remaining(timeout, start), index: firstSignaled(fences) }
+        ? { remaining: timeLeft(timeout, nowMs() - start), index: firstSignaled(fences) }
         : { remaining: 0, index: -1 };
     } finally {
       disarmAny(fences, armed.cbs);
@@ -1292,14 +1295,13 @@ export class DmaFence extends SharedObject {
     if (timeout === 0) return pollAny(fences);
     const armed = armAny(fences);
     if ('index' in armed) return { remaining: timeout, index: armed.index };
-    const start = performance.now();
     try {
       if (firstSignaled(fences) < 0) throwIfAborted(opts.signal);
       const d = domain();
       const target: WaitTarget = { region: d.region, index: d.doorbellWord(), sleepers: -1 };
-      const ok = waitUntil(target, () => firstSignaled(fences) >= 0, timeout);
-      return ok
-        ? { remaining: remaining(timeout, start), index: firstSignaled(fences) }
+      const left = waitFor(target, () => firstSignaled(fences) >= 0, timeout);
+      return left > 0
+        ? { remaining: left, index: firstSignaled(fences) }
         : { remaining: 0, index: -1 };
     } finally {
       disarmAny(fences, armed.cbs);
@@ -1353,12 +1355,6 @@ function checkTimeout(t: number | undefined): number {
     throw new DmaBufError('EINVAL', 'timeout must be a number >= 0 (ms) or Infinity');
   }
   return timeout;
-}
-
-function remaining(timeout: number, start: number): number {
-  if (timeout === Number.POSITIVE_INFINITY) return timeout;
-  // Signalled in time: report at least a sliver, never 0 (0 means timed out).
-  return Math.max(timeout - (performance.now() - start), Number.MIN_VALUE);
 }
 
 function sameContext(a: DmaFence, b: DmaFence): void {
@@ -1518,4 +1514,4 @@ function stubSlot(d: Domain): number {
 export { wrapFence };
 
 /** @internal Bits a container module needs. */
-export const FENCE_BITS = { SIGNALED, ENABLE, WAITERS, KIND_SHIFT, KIND_MASK } as const;
+export const FENCE_BITS = { SIGNALED, ENABLE, KIND_SHIFT, KIND_MASK } as const;

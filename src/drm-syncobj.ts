@@ -60,6 +60,7 @@ import {
   enableSlot,
   F,
   FENCE_BITS,
+  fenceWaitTarget,
   isSignaledSlot,
   putFence,
   setDeadlineSlot,
@@ -562,7 +563,7 @@ class ArrayWait {
   /** The fence a single-entry wait sleeps on (a reference held during the sleep), or -1. */
   held = -1;
   /** Reused for every sleep of this wait. */
-  readonly #target = { region: domain().region, index: 0, sleepers: -1, mark: 0 };
+  readonly #target = { region: domain().region, index: 0, sleepers: -1 };
   #ok = false;
   readonly #ring = (): void => {
     Atomics.add(this.d.i32, this.bell, 1);
@@ -708,22 +709,16 @@ class ArrayWait {
       if (f >= 0) {
         const h = firstPending(d, f);
         this.held = h;
-        const b = d.base(h);
-        t.index = b + F.FLAGS;
-        t.sleepers = b + F.FLAGS;
-        t.mark = FENCE_BITS.WAITERS;
-        return t;
+        return fenceWaitTarget(d, h);
       }
       const nb = d.base(this.nodes[0]!);
       t.index = nb + N_STATE;
       t.sleepers = nb + N_SLEEPERS;
-      t.mark = 0;
       return t;
     }
     if (this.bell < 0) this.bell = d.doorbellWord();
     t.index = this.bell;
     t.sleepers = -1;
-    t.mark = 0;
     return t;
   }
 
@@ -984,14 +979,7 @@ function waitOneSync(d: Domain, so: number, point: bigint, ms: number): number {
   try {
     const gen = d.gen(f);
     enableSlot(d, f, gen);
-    const b = d.base(f);
-    const target: WaitTarget = {
-      region: d.region,
-      index: b + F.FLAGS,
-      sleepers: b + F.FLAGS,
-      mark: FENCE_BITS.WAITERS,
-    };
-    if (!waitUntil(target, () => signaledQuick(d, f), ms)) throw etime();
+    if (!waitUntil(fenceWaitTarget(d, f), () => signaledQuick(d, f), ms)) throw etime();
     return 0;
   } finally {
     putFence(f);

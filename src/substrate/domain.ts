@@ -43,12 +43,12 @@ const H_ID = 2;
 const H_SLAB_LOCK = 3;
 const H_FREE_HEAD = 4;
 const H_BUMP = 5;
-/** Live records counted by threads that have left; see T_LIVE for the rest. */
+/** Live records counted by threads that have left or have no slot; see T_LIVE for the rest. */
 const H_LIVE = 6;
 const H_THREAD_LOCK = 7;
 const H_NAMES_LOCK = 8;
 const H_NAMES_USED = 9;
-/** @internal The domain's robust lock words (tests take them to die holding them). */
+/** @internal The domain's robust lock words: reaping breaks a dead thread's holds of them. */
 export const DOMAIN_LOCK_WORDS = {
   slab: H_SLAB_LOCK,
   threads: H_THREAD_LOCK,
@@ -681,7 +681,7 @@ export class Domain {
     // It may have died inside a critical section. First, at once and without taking any lock,
     // break every hold it had: the domain's own tables, its mailbox, and the lock words on its
     // held list. (A half-done slab refill or drain only loses the free slots it was moving.)
-    for (const w of [H_THREAD_LOCK, H_SLAB_LOCK, H_NAMES_LOCK]) breakLockWord(this.region, w, tid);
+    for (const w of Object.values(DOMAIN_LOCK_WORDS)) breakLockWord(this.region, w, tid);
     // Its slot is not reused before it is reaped (state 1 or 2), so it can be found unlocked.
     let t = -1;
     for (let i = 0; i < MAX_THREADS; i++) {

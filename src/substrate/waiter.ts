@@ -123,7 +123,7 @@ export function waitFor(target: WaitTarget, done: () => boolean, timeoutMs: numb
   if (spin > 0) {
     const spinEnd = start + Math.min(spin, timeoutMs);
     for (let i = 1; ; i++) {
-      if (done()) return left(timeoutMs, deadline, nowMs(), start);
+      if (done()) return left(timeoutMs, nowMs(), start);
       if ((i & 15) === 0 && nowMs() >= spinEnd) break;
     }
   }
@@ -150,14 +150,23 @@ export function waitFor(target: WaitTarget, done: () => boolean, timeoutMs: numb
   } finally {
     if (counted) Atomics.sub(i32, sleepers, 1);
   }
-  return left(timeoutMs, deadline, now, start);
+  return left(timeoutMs, now, start);
 }
 
-/** Records a finished wait and returns the time left of it (never 0; see `waitFor`). */
-function left(timeoutMs: number, deadline: number, now: number, start: number): number {
+/** Records a finished wait and returns the time left of it (see `timeLeft`). */
+function left(timeoutMs: number, now: number, start: number): number {
   recordWait(now - start);
+  return timeLeft(timeoutMs, now - start);
+}
+
+/**
+ * What `dma_fence_wait_timeout` returns for a wait that succeeded after `elapsedMs` of
+ * `timeoutMs`: the time left, at least `Number.MIN_VALUE` (0 would mean a timeout); Infinity
+ * stays Infinity.
+ */
+export function timeLeft(timeoutMs: number, elapsedMs: number): number {
   if (timeoutMs === Number.POSITIVE_INFINITY) return timeoutMs;
-  return Math.max(deadline - now, Number.MIN_VALUE);
+  return Math.max(timeoutMs - elapsedMs, Number.MIN_VALUE);
 }
 
 /**
